@@ -1,0 +1,34 @@
+"""Argument handling of ``run_recbole_mm.py`` (RecBole's CLI habits)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from recbole_mm.data.synthetic import DEFAULT_SYNTHETIC
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a recbole_mm or RecBole model. Any other --key=value "
+        "overrides a config key (RecBole style).",
+    )
+    parser.add_argument("--model", "-m", default="ANT", help="model name (plugin first, then RecBole)")
+    parser.add_argument("--dataset", "-d", default=DEFAULT_SYNTHETIC, help="data set name")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files, later wins")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args, _ = build_parser().parse_known_args(argv)
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    from recbole_mm.runner import run
+
+    sys.argv = [sys.argv[0]] + list(argv)
+    result = run(args.model, args.dataset, config_file_list=config_files, read_command_line=True)
+    print(f"best valid ({result['valid_metric']}): {result['best_valid_result']}")
+    print(f"test: {result['test_result']}")
+    print(f"results written to {result.get('results_file')}")
+    return result

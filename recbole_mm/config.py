@@ -1,0 +1,156 @@
+"""The plugin's Config: layered YAML, plugin model lookup, unknown-key check, gloo on CPU.
+
+Layers, later wins (RecBole's own defaults sit underneath all of them)::
+
+    properties/overall.yaml < properties/model/<Model>.yaml < properties/dataset/<dataset>.yaml
+      < user YAML files (in the order given) < config_dict < command line (--key=value)
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+from typing import Iterable, List, Optional, Set
+
+import recbole
+import torch
+import yaml
+from recbole.config import Config
+
+from recbole_mm.utils import get_model
+
+PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROPERTIES_DIR = os.path.join(PLUGIN_ROOT, "properties")
+RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(recbole.__file__)), "properties")
+
+# keys that RecBole or the runner set or read without declaring them in a YAML file
+RUNTIME_KEYS = {
+    "model", "dataset", "config_files", "nproc", "world_size", "ip", "port", "offset", "local_rank",
+    "group_offset", "single_spec", "device", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type",
+    "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args", "eval_neg_sample_args",
+    "neg_sampling", "eval_setting", "data_path", "benchmark_filename", "additional_feat_suffix",
+    "save_dataset", "save_dataloaders", "saved", "stage", "results_dir",
+}
+
+
+def plugin_yaml(*parts: str) -> str:
+    return os.path.join(PROPERTIES_DIR, *parts)
+
+
+def _yaml_keys(paths: Iterable[str]) -> Set[str]:
+    keys: Set[str] = set()
+    for path in paths:
+        with open(path, "r", encoding="utf-8") as f:
+            content = yaml.safe_load(f) or {}
+        if isinstance(content, dict):
+            keys.update(content)
+    return keys
+
+
+def known_config_keys() -> Set[str]:
+    """Every key that some RecBole or plugin YAML file declares, plus runtime keys."""
+    files = glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    files += glob.glob(os.path.join(PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    return _yaml_keys(files) | RUNTIME_KEYS
+
+
+class MMConfig(Config):
+    """RecBole ``Config`` that knows the plugin's models and YAML layers.
+
+    Args:
+        read_command_line: read ``--key=value`` from ``sys.argv`` (the CLI does; library calls
+            and tests do not, so that a host program's arguments never leak into the config).
+        strict_keys: refuse user keys that no RecBole or plugin YAML declares (typos).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        dataset=None,
+        config_file_list: Optional[List[str]] = None,
+        config_dict: Optional[dict] = None,
+        read_command_line: bool = False,
+        strict_keys: bool = True,
+    ):
+        self._read_command_line = read_command_line
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config file {path} not found")
+        super().__init__(model, dataset, config_file_list, config_dict)
+        if strict_keys and self.final_config_dict.get("strict_config_keys", True):
+            self._check_unknown_keys()
+
+    def _load_cmd_line(self):
+        if not self._read_command_line:
+            return {}
+        return super()._load_cmd_line()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("no model given: pass --model=<Name> (e.g. --model=ANT or --model=SASRec)")
+        if isinstance(model, str):
+            model_class = get_model(model)
+        else:
+            model_class, model = model, model.__name__
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise KeyError("no dataset given: pass --dataset=<name>")
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        # a plugin model inherits the YAML of the plugin models it subclasses (ANT_e <- ANT)
+        lineage = [c.__name__ for c in reversed(model_class.__mro__) if c.__module__.startswith("recbole_mm.")]
+        model_files = [plugin_yaml("model", f"{name}.yaml") for name in lineage]
+        if model not in lineage:
+            model_files.append(plugin_yaml("model", f"{model}.yaml"))
+        for path in [plugin_yaml("overall.yaml")] + model_files + [plugin_yaml("dataset", f"{dataset}.yaml")]:
+            if os.path.isfile(path):
+                added = self._update_internal_config_dict(path) or {}
+                if path.endswith(os.path.join("dataset", f"{dataset}.yaml")):
+                    self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+
+    def _check_unknown_keys(self) -> None:
+        known = known_config_keys()
+        unknown = sorted(k for k in self.external_config_dict if k not in known)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise KeyError(
+                "unknown config key(s): " + ", ".join(hints)
+                + ". Keys must be declared in a RecBole or recbole_mm properties YAML; "
+                "set strict_config_keys: False to allow free keys"
+            )
+
+    def _init_device(self):
+        """RecBole's device set-up, with gloo instead of NCCL when there is no usable GPU."""
+        gpu_id = str(self.final_config_dict["gpu_id"]).strip("()").replace(" ", "")
+        use_cuda = (
+            self.final_config_dict.get("use_gpu", True) and len(gpu_id) > 0 and torch.cuda.is_available()
+        )
+        if "local_rank" not in self.final_config_dict or use_cuda:
+            if not self.final_config_dict.get("use_gpu", True):
+                os.environ["CUDA_VISIBLE_DEVICES"] = ""
+            super()._init_device()
+            return
+        config = self.final_config_dict
+        config["gpu_id"] = gpu_id
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                backend="gloo",
+                rank=config["local_rank"] + config.get("offset", 0),
+                world_size=config["world_size"],
+                init_method=f"tcp://{config['ip']}:{config['port']}",
+            )
+        config["device"] = torch.device("cpu")
+        config["single_spec"] = False
+        if config["local_rank"] != 0:
+            config["state"] = "error"
+            config["show_progress"] = False
+            config["verbose"] = False

@@ -1,0 +1,99 @@
+"""Sequential data sets of the plugin.
+
+``BenchmarkSequentialDataset`` reads the pre-split ``<D>.train/valid/test.inter`` files
+(RecBole's ``benchmark_filename``) and keeps only the most recent
+``MAX_ITEM_LIST_LENGTH`` items of each history (RecBole's own ``seq_len`` option would
+keep the oldest). ``MMSequentialDataset`` adds item features per modality, aligned to
+internal item ids through ``field2id_token``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import numpy as np
+from recbole.data.dataset import SequentialDataset
+
+from recbole_mm.data.features import (
+    FeatureFileError,
+    ItemFeature,
+    align_features,
+    check_modalities,
+    feature_stem,
+    read_feature_file,
+)
+
+
+class BenchmarkSequentialDataset(SequentialDataset):
+    """``SequentialDataset`` whose list fields keep the *last* ``MAX_ITEM_LIST_LENGTH`` items."""
+
+    def _benchmark_presets(self):
+        max_len = self.config["MAX_ITEM_LIST_LENGTH"]
+        list_suffix = self.config["LIST_SUFFIX"]
+        for field in list(self.inter_feat.columns):
+            if field.endswith(list_suffix) and field in self.field2seqlen:
+                column = self.inter_feat[field]
+                if self.field2seqlen[field] > max_len:
+                    self.inter_feat[field] = [seq[-max_len:] for seq in column.values]
+                    self.field2seqlen[field] = max_len
+        super()._benchmark_presets()
+
+
+class MMSequentialDataset(BenchmarkSequentialDataset):
+    """Sequential data set with per-modality item features.
+
+    Config keys (see properties/overall.yaml): ``modalities``, ``feature_dir``,
+    ``feature_files``, ``feature_unknown_items``, ``feature_dims``.
+
+    After construction ``self.item_features[modality]`` is an :class:`ItemFeature` whose
+    row ``i`` belongs to internal item id ``i``; items without the modality have
+    ``mask[i] == False`` and a zero row.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.item_features: Dict[str, ItemFeature] = self._load_item_features()
+
+    def _load_item_features(self) -> Dict[str, ItemFeature]:
+        modalities = check_modalities(self.config["modalities"] or [])
+        feature_dir = self.config["feature_dir"] or self.dataset_path
+        file_names = self.config["feature_files"] or {}
+        expected_dims = self.config["feature_dims"] or {}
+        for key in list(file_names) + list(expected_dims):
+            check_modalities([key], key="feature_files / feature_dims")
+        id2token = self.field2id_token[self.iid_field]
+        features = {}
+        for modality in modalities:
+            stem = feature_stem(feature_dir, self.dataset_name, modality, file_names.get(modality))
+            try:
+                keys, matrix = read_feature_file(stem)
+            except FeatureFileError as err:
+                raise FeatureFileError(
+                    f"{err}. Modality {modality!r} is listed in config key `modalities`; "
+                    f"remove it there or build the file"
+                ) from None
+            features[modality] = align_features(
+                modality,
+                keys,
+                matrix,
+                id2token,
+                source=os.path.basename(stem) + ".npy",
+                unknown_items=self.config["feature_unknown_items"] or "error",
+                expected_dim=expected_dims.get(modality),
+            )
+            self.logger.info(
+                f"[{self.dataset_name}] {modality} features: dim {features[modality].dim}, "
+                f"{features[modality].coverage:.1%} of items present ({stem}.npy)"
+            )
+        return features
+
+    def feature_summary(self) -> Dict[str, Dict[str, float]]:
+        return {m: {"dim": f.dim, "coverage": f.coverage} for m, f in self.item_features.items()}
+
+
+def feature_tensor(feature: ItemFeature):
+    """(matrix, mask) of an :class:`ItemFeature` as torch tensors."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(feature.matrix)), torch.from_numpy(feature.mask.copy())

@@ -1,0 +1,78 @@
+"""Data set creation and data loaders for the runner (RecBole's ``create_dataset`` /
+``data_preparation`` plus the plugin's data set classes and training loaders)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Tuple
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation
+from recbole.utils import ModelType
+
+from recbole_mm.data.batching import WholeSequenceTrainDataLoader
+from recbole_mm.data.dataset import BenchmarkSequentialDataset
+from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
+from recbole_mm.utils import get_model
+
+
+def check_dataset_files(config) -> None:
+    """Fail early, naming the path, when a data set's folder or files are missing.
+
+    The embedded synthetic data sets are written on first use instead.
+    """
+    data_path = config["data_path"]  # RecBole has already joined <data_path>/<dataset>
+    name = config["dataset"]
+    if not os.path.isdir(data_path) and name in SYNTHETIC_DATASETS:
+        ensure_synthetic(name, os.path.dirname(os.path.normpath(data_path)))
+    if not os.path.isdir(data_path):
+        raise FileNotFoundError(
+            f"data set folder {data_path} not found. Point --data_path at the folder that holds "
+            f"{name}/ (for the team's real data: --data_path=../shared/datasets), build it with the "
+            f"preprocessing (docs/preprocessing.md), or use the embedded synthetic data "
+            f"(--dataset={next(iter(SYNTHETIC_DATASETS))})"
+        )
+    parts = config["benchmark_filename"]
+    if parts:
+        for part in parts:
+            path = os.path.join(data_path, f"{name}.{part}.inter")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{path} not found: config key `benchmark_filename` = {list(parts)} asks for "
+                    f"{name}.<part>.inter files in {data_path}"
+                )
+    elif not os.path.isfile(os.path.join(data_path, f"{name}.inter")):
+        raise FileNotFoundError(f"{os.path.join(data_path, name + '.inter')} not found")
+
+
+def create_dataset(config):
+    """The model's data set: the plugin model's ``dataset_class``; for stock sequential models on
+    pre-split benchmark files :class:`BenchmarkSequentialDataset`; otherwise RecBole's choice."""
+    check_dataset_files(config)
+    model_class = get_model(config["model"])
+    dataset_class = getattr(model_class, "dataset_class", None)
+    if dataset_class is None and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["benchmark_filename"]:
+        recbole_datasets = importlib.import_module("recbole.data.dataset")
+        if not hasattr(recbole_datasets, config["model"] + "Dataset"):
+            dataset_class = BenchmarkSequentialDataset
+    if dataset_class is None:
+        return recbole_create_dataset(config)
+    return dataset_class(config)
+
+
+def prepare_data(config, dataset) -> Tuple[object, object, object]:
+    """RecBole's train/valid/test loaders; with ``train_whole_sequence`` (plugin models that
+    support it) the training loader yields whole sequences (recbole_mm.data.batching)."""
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model_class = get_model(config["model"])
+    if config["train_whole_sequence"]:
+        if getattr(model_class, "supports_whole_sequence", False):
+            train_data = WholeSequenceTrainDataLoader(config, train_data._dataset, shuffle=config["shuffle"])
+        else:
+            from logging import getLogger
+
+            getLogger().info(
+                f"train_whole_sequence is ignored for {config['model']}: the model trains on prefix samples"
+            )
+    return train_data, valid_data, test_data

@@ -1,0 +1,236 @@
+"""Building blocks shared by the plugin's models, written once.
+
+- :class:`MoEAdaptor`: a mixture of experts over a frozen feature (whitening or linear experts)
+  with a noisy Gaussian gate.
+- :class:`SinusoidalScalarEncoder`: turns a scalar (price) into a sinusoidal vector.
+- :class:`MultiModalItemEncoder`: per-modality adaptors over fixed feature tables, fused as
+  ``image + text + price + beta * (image * text)``; missing modalities contribute nothing.
+- :class:`CausalTransformer`: position embedding + RecBole ``TransformerEncoder`` with causal
+  and padding masks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.layers import TransformerEncoder
+
+
+class MoEAdaptor(nn.Module):
+    """Mixture of ``n_experts`` experts with a noisy Gaussian gate.
+
+    Whitening experts (UniSRec / ANT) compute ``(x - b_k) W_k`` with no output bias; linear
+    experts compute ``x W_k + c_k``. The gate logits are ``x W_g + eps * softplus(x W_n)``
+    with ``eps ~ N(0, 1)`` while training and ``x W_g`` at evaluation; ``W_g`` and ``W_n``
+    start at zero, so the experts start equally weighted. Dropout applies to the experts'
+    input. All experts run as one matrix product.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        n_experts: int = 8,
+        dropout: float = 0.2,
+        expert_type: str = "whitening",
+        noisy_gate: bool = True,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if expert_type not in ("whitening", "linear"):
+            raise ValueError(f"expert_type must be 'whitening' or 'linear', got {expert_type!r}")
+        self.input_dim, self.output_dim, self.n_experts = input_dim, output_dim, n_experts
+        self.expert_type = expert_type
+        self.noisy_gate = noisy_gate
+        self.init_std = init_std
+        self.dropout = nn.Dropout(dropout)
+        self.expert_weight = nn.Parameter(torch.empty(n_experts, input_dim, output_dim))
+        if expert_type == "whitening":
+            self.expert_bias = nn.Parameter(torch.zeros(n_experts, input_dim))  # subtracted from x
+        else:
+            self.expert_bias = nn.Parameter(torch.zeros(n_experts, output_dim))  # added to output
+        self.gate_weight = nn.Parameter(torch.zeros(input_dim, n_experts))
+        self.noise_weight = nn.Parameter(torch.zeros(input_dim, n_experts))
+        self.reset_experts()
+
+    def reset_experts(self, init: str = "normal") -> None:
+        """(Re-)initialise the experts: ``normal`` (std ``init_std``) or ``xavier``."""
+        with torch.no_grad():
+            if init == "xavier":
+                for k in range(self.n_experts):
+                    nn.init.xavier_normal_(self.expert_weight[k])
+            else:
+                self.expert_weight.normal_(0.0, self.init_std)
+            self.expert_bias.zero_()
+
+    def reset_gate(self) -> None:
+        with torch.no_grad():
+            self.gate_weight.zero_()
+            self.noise_weight.zero_()
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate weights (..., n_experts); noisy while training, the mean at evaluation."""
+        logits = x @ self.gate_weight
+        if self.training and self.noisy_gate:
+            noise_std = F.softplus(x @ self.noise_weight)
+            logits = logits + torch.randn_like(logits) * noise_std
+        return torch.softmax(logits, dim=-1)
+
+    def experts(self, x: torch.Tensor) -> torch.Tensor:
+        """All experts' outputs (..., n_experts, output_dim)."""
+        x = self.dropout(x)
+        flat_weight = self.expert_weight.permute(1, 0, 2).reshape(self.input_dim, -1)
+        out = (x @ flat_weight).view(*x.shape[:-1], self.n_experts, self.output_dim)
+        if self.expert_type == "whitening":
+            shift = torch.einsum("ki,kio->ko", self.expert_bias, self.expert_weight)
+            return out - shift
+        return out + self.expert_bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.gate(x)
+        return (weights.unsqueeze(-1) * self.experts(x)).sum(dim=-2)
+
+
+class SinusoidalScalarEncoder(nn.Module):
+    """Encodes a scalar ``p`` as ``[sin(p / f^(2i/d)), cos(p / f^(2i/d))]`` (d dims, f = frequency).
+
+    ANT uses d = 64 and f = 50,000 on prices normalised to [0, 100].
+    """
+
+    def __init__(self, dim: int = 64, frequency: float = 50000.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"price_embedding_size must be even, got {dim}")
+        inv_freq = torch.exp(-math.log(frequency) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.dim = dim
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        angles = value.reshape(-1, 1) * self.inv_freq
+        out = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
+        return out.view(*value.shape[:-1], self.dim) if value.dim() > 1 else out
+
+
+class MultiModalItemEncoder(nn.Module):
+    """Item representations from fixed per-modality feature tables.
+
+    ``features[m]`` is an (n_items, d_m) table and ``masks[m]`` an (n_items,) bool table, both
+    kept as non-persistent buffers (a checkpoint stays independent of the item set). Text and
+    image use whitening experts; price is first encoded by :class:`SinusoidalScalarEncoder` and
+    uses linear experts. ``item = image + text + price + beta * (image * text)``.
+    """
+
+    def __init__(
+        self,
+        features: Dict[str, torch.Tensor],
+        masks: Dict[str, torch.Tensor],
+        hidden_size: int,
+        n_experts: int = 8,
+        dropout: float = 0.2,
+        fusion_beta: float = 0.1,
+        price_embedding_size: int = 64,
+        price_frequency: float = 50000.0,
+        noisy_gate: bool = True,
+    ):
+        super().__init__()
+        if not features:
+            raise ValueError("MultiModalItemEncoder needs at least one modality (config key `modalities`)")
+        self.modalities = list(features)
+        self.fusion_beta = fusion_beta
+        self.adaptors = nn.ModuleDict()
+        for m in self.modalities:
+            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+            if m == "price":
+                if features[m].shape[1] != 1:
+                    raise ValueError(f"price features must have dimension 1, got {features[m].shape[1]}")
+                self.price_encoder = SinusoidalScalarEncoder(price_embedding_size, price_frequency)
+                self.adaptors[m] = MoEAdaptor(
+                    price_embedding_size, hidden_size, n_experts, dropout, "linear", noisy_gate
+                )
+            else:
+                self.adaptors[m] = MoEAdaptor(
+                    features[m].shape[1], hidden_size, n_experts, dropout, "whitening", noisy_gate
+                )
+
+    @property
+    def n_items(self) -> int:
+        return getattr(self, f"feat_{self.modalities[0]}").shape[0]
+
+    def feature(self, modality: str) -> torch.Tensor:
+        return getattr(self, f"feat_{modality}")
+
+    def mask(self, modality: str) -> torch.Tensor:
+        return getattr(self, f"mask_{modality}")
+
+    def modality_embeddings(self, item_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Adapted embedding per modality, zero where the item lacks the modality."""
+        out = {}
+        for m in self.modalities:
+            feat, mask = self.feature(m), self.mask(m)
+            if item_ids is not None:
+                feat, mask = feat[item_ids], mask[item_ids]
+            if m == "price":
+                feat = self.price_encoder(feat)
+            out[m] = self.adaptors[m](feat) * mask.unsqueeze(-1).to(feat.dtype)
+        return out
+
+    def forward(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Fused item representations for ``item_ids`` (all items when None)."""
+        emb = self.modality_embeddings(item_ids)
+        fused = sum(emb.values())
+        if self.fusion_beta and "image" in emb and "text" in emb:
+            fused = fused + self.fusion_beta * emb["image"] * emb["text"]
+        return fused
+
+
+class CausalTransformer(nn.Module):
+    """SASRec-style encoder: position embedding, LayerNorm, dropout, RecBole ``TransformerEncoder``.
+
+    The attention mask is causal and hides padding (item id 0) keys.
+    """
+
+    def __init__(self, config, hidden_size: int):
+        super().__init__()
+        self.max_len = config["MAX_ITEM_LIST_LENGTH"]
+        self.position_embedding = nn.Embedding(self.max_len, hidden_size)
+        self.encoder = TransformerEncoder(
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            hidden_size=hidden_size,
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+        )
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=config["layer_norm_eps"])
+        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+
+    @staticmethod
+    def attention_mask(item_seq: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        length = item_seq.size(1)
+        keys_valid = (item_seq > 0).view(item_seq.size(0), 1, 1, length)
+        causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
+        allowed = keys_valid & causal.view(1, 1, length, length)
+        return torch.zeros(allowed.shape, dtype=dtype, device=item_seq.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min / 2
+        )
+
+    def forward(self, item_seq: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids and (B, L, d) input embeddings -> (B, L, d) outputs at every position."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        x = self.dropout(self.layer_norm(item_emb + self.position_embedding(positions).unsqueeze(0)))
+        mask = self.attention_mask(item_seq, x.dtype)
+        return self.encoder(x, mask, output_all_encoded_layers=False)[-1]
+
+
+def masked_positions(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L, d) outputs -> (B, d) the output at position ``length - 1`` of each row."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, values.size(-1))
+    return values.gather(1, index).squeeze(1)
+

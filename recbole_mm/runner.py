@@ -1,0 +1,124 @@
+"""The run pipeline: Config -> data set -> loaders -> model -> trainer -> results.
+
+Built from RecBole's parts (``recbole.quick_start`` is never imported: it pulls in ray).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from logging import getLogger
+from typing import Dict, List, Optional
+
+import torch
+from recbole.utils import get_local_time, init_logger, init_seed, set_color
+
+from recbole_mm.config import MMConfig
+from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.utils import get_model, get_trainer
+
+
+def setup_logging(config) -> str:
+    """RecBole's logger set-up, safe to call once per run in one process; returns the log file."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_recbole_mm", False):
+            root.removeHandler(handler)
+            handler.close()
+    before = set(root.handlers)
+    init_logger(config)
+    added = [h for h in root.handlers if h not in before]
+    file_handler = next((h for h in added if isinstance(h, logging.FileHandler)), None)
+    if file_handler is None:  # root already had handlers (e.g. under pytest): add ours
+        digest = hashlib.md5(str(config.final_config_dict).encode("utf-8")).hexdigest()[:6]
+        log_dir = os.path.join("log", config["model"])
+        os.makedirs(log_dir, exist_ok=True)
+        path = os.path.join(log_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}-{digest}.log")
+        file_handler = logging.FileHandler(path)
+        file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s"))
+        root.addHandler(file_handler)
+        root.setLevel(logging.INFO)
+        added.append(file_handler)
+    for handler in added:
+        handler._recbole_mm = True
+    return file_handler.baseFilename
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, default=str)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _plain(result) -> Dict[str, float]:
+    return {k: float(v) for k, v in (result or {}).items()}
+
+
+def run(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[dict] = None,
+    saved: bool = True,
+    read_command_line: bool = False,
+) -> dict:
+    """Train and evaluate one model on one data set; returns (and writes as JSON) the results.
+
+    The JSON lies next to the run's log file (``log/<Model>/<...>.json``) and holds the best
+    validation result, the test result, the seconds of every training epoch and evaluation,
+    the parameter count and the checkpoint path.
+    """
+    config = MMConfig(model, dataset, config_file_list, config_dict, read_command_line=read_command_line)
+    init_seed(config["seed"], config["reproducibility"])
+    log_file = setup_logging(config)
+    logger = getLogger()
+    logger.info(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = prepare_data(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    epoch_seconds = getattr(trainer, "train_epoch_seconds", [])
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": float(best_valid_score),
+        "valid_metric": config["valid_metric"],
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": _plain(test_result),
+        "epochs_trained": len(epoch_seconds),
+        "train_epoch_seconds": epoch_seconds,
+        "eval_seconds": getattr(trainer, "eval_seconds", []),
+        "parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "log_file": log_file,
+        "device": str(config["device"]),
+    }
+    if config["local_rank"] == 0:
+        result["results_file"] = os.path.splitext(log_file)[0] + ".json"
+        write_json_atomic(result["results_file"], result)
+    if not config["single_spec"] and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return result

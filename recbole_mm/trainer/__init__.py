@@ -1,0 +1,3 @@
+from recbole_mm.trainer.trainer import MMTrainer
+
+__all__ = ["MMTrainer"]

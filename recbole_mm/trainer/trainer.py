@@ -1,0 +1,101 @@
+"""Trainer additions that apply to every model run through the plugin, stock RecBole ones included.
+
+- :class:`SafeCheckpointMixin`: reloads RecBole checkpoints under torch >= 2.6, whose
+  ``torch.load`` defaults to ``weights_only=True`` (RecBole's checkpoints hold the Config).
+- :class:`HistoryMaskMixin`: with ``mask_history_items: True`` every item of the user's input
+  sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
+- :func:`with_plugin_mixins`: puts both in front of any RecBole trainer class.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from recbole.trainer import Trainer
+
+
+def load_checkpoint(path: str, map_location=None) -> dict:
+    """``torch.load`` for the plugin's own (trusted) RecBole checkpoints.
+
+    They pickle the run's Config, which ``weights_only=True`` (torch >= 2.6 default) refuses.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint file {path} not found") from None
+
+
+class SafeCheckpointMixin:
+    """Checkpoint reloads that work under torch >= 2.6."""
+
+    def _load_model_checkpoint(self, checkpoint_file: str) -> None:
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                "Architecture configuration given in config file is different from that of checkpoint. "
+                "This may yield an exception while state_dict is being loaded."
+            )
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if eval_data and load_best_model:
+            self._load_model_checkpoint(model_file or self.saved_model_file)
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+class HistoryMaskMixin:
+    """Removes each user's input-sequence items from the full ranking when
+    ``mask_history_items`` is set (for sequential data)."""
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        seq_field = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
+        if self.config["mask_history_items"] and seq_field in interaction:
+            history = interaction[seq_field].to(scores.device)
+            scores.scatter_(1, history, float("-inf"))  # padding id 0 is already -inf
+        return interaction, scores, positive_u, positive_i
+
+
+class EpochTimerMixin:
+    """Records the wall-clock seconds of every training epoch and evaluation pass."""
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = time.perf_counter()
+        result = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.__dict__.setdefault("train_epoch_seconds", []).append(time.perf_counter() - start)
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        start = time.perf_counter()
+        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        self.__dict__.setdefault("eval_seconds", []).append(time.perf_counter() - start)
+        return result
+
+
+PLUGIN_MIXINS = (EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin)
+
+
+def with_plugin_mixins(trainer_class: type) -> type:
+    """A subclass of ``trainer_class`` with the plugin's timing, safe checkpoint load and history masking."""
+    if issubclass(trainer_class, HistoryMaskMixin):
+        return trainer_class
+    return type(trainer_class.__name__, PLUGIN_MIXINS + (trainer_class,), {})
+
+
+class MMTrainer(EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin, Trainer):
+    """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""
