@@ -17,6 +17,7 @@ import recbole
 import torch
 import yaml
 from recbole.config import Config
+from recbole.utils import ModelType
 
 from recbole_mm.utils import get_model
 
@@ -113,6 +114,10 @@ class MMConfig(Config):
                 added = self._update_internal_config_dict(path) or {}
                 if path.endswith(os.path.join("dataset", f"{dataset}.yaml")):
                     self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+        # RecBole needs train_neg_sample_args: ~ with CE loss; its model YAMLs leave that to the user
+        loss_type = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
+        if self.internal_config_dict.get("MODEL_TYPE") == ModelType.SEQUENTIAL and loss_type == "CE":
+            self.internal_config_dict["train_neg_sample_args"] = None
 
     def _check_unknown_keys(self) -> None:
         known = known_config_keys()

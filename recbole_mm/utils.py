@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import re
 import importlib.util
 import pkgutil
 from typing import List
@@ -37,13 +39,26 @@ def available_models() -> List[str]:
         except ImportError:
             continue
         names += list(getattr(package, "__all__", []))
-    import recbole.model as recbole_model
-
     for sub in ("general_recommender", "sequential_recommender", "context_aware_recommender",
                 "knowledge_aware_recommender", "exlib_recommender"):
-        package = importlib.import_module(f"recbole.model.{sub}")
-        names += [m.name for m in pkgutil.iter_modules(package.__path__)]
+        spec = importlib.util.find_spec(f"recbole.model.{sub}")  # no import: exlib needs optional packages
+        if spec is not None and spec.submodule_search_locations:
+            for module in pkgutil.iter_modules(spec.submodule_search_locations):
+                names.append(_class_name_in_module(module, module.name))
     return names
+
+
+def _class_name_in_module(module_info, module_name: str) -> str:
+    """The class of a RecBole model module whose name matches the module's (read, not imported)."""
+    path = os.path.join(module_info.module_finder.path, module_name + ".py")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            for match in re.finditer(r"^class (\w+)\(", f.read(), flags=re.M):
+                if match.group(1).lower() == module_name:
+                    return match.group(1)
+    except OSError:
+        pass
+    return module_name
 
 
 def get_model(model_name: str):
@@ -53,8 +68,9 @@ def get_model(model_name: str):
         return model_class
     try:
         return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
-        close = difflib.get_close_matches(model_name, available_models(), n=3, cutoff=0.6)
+    except (ValueError, AttributeError, ImportError):
+        by_lower = {name.lower(): name for name in available_models()}
+        close = [by_lower[m] for m in difflib.get_close_matches(model_name.lower(), list(by_lower), n=3, cutoff=0.6)]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"unknown model {model_name!r}: it is neither a recbole_mm model nor a RecBole model.{hint}"

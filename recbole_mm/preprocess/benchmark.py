@@ -1,0 +1,108 @@
+"""Feature files for an already-split benchmark folder (UniSRec / ANT layout, e.g. Scientific).
+
+Input folder ``--src`` holds ``<D>.text`` (``item_id:token`` = original item key such as the
+ASIN, ``text:token_seq``), ``<D>.item2index`` (original key -> index used in the .inter files)
+and optionally ``<D>.clip_image.npz`` (``asin``, ``feat``). Output (``--out``):
+``<D>.text.npy/.keys`` and ``<D>.image.npy/.keys`` keyed by the .inter item tokens.
+
+    python -m recbole_mm.preprocess.benchmark --src ../shared/datasets/Scientific --out dataset/Scientific
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from logging import getLogger
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from recbole_mm.data.features import write_feature_file
+from recbole_mm.preprocess.text import encode_texts
+
+
+def read_item2index(path: str) -> Dict[str, str]:
+    mapping = {}
+    with open(path, "r", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise ValueError(f"{path}, line {line_no}: expected '<key>\\t<index>', got {line!r}")
+            mapping[parts[0]] = parts[1]
+    return mapping
+
+
+def read_text_file(path: str) -> List[Tuple[str, str]]:
+    rows = []
+    with open(path, "r", encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if len(header) < 2 or not header[0].startswith("item_id") or not header[1].startswith("text"):
+            raise ValueError(f"{path}: expected header 'item_id:token<TAB>text:token_seq', got {header}")
+        for line_no, line in enumerate(f, start=2):
+            parts = line.rstrip("\n").split("\t", 1)
+            if len(parts) != 2:
+                raise ValueError(f"{path}, line {line_no}: expected '<item>\\t<text>'")
+            rows.append((parts[0], parts[1].strip()))
+    return rows
+
+
+def build_text_features(src: str, out: str, name: str, encoder_path=None, batch_size=64, max_length=128,
+                        pooling="mean", device="cpu") -> str:
+    item2index = read_item2index(os.path.join(src, f"{name}.item2index"))
+    rows = read_text_file(os.path.join(src, f"{name}.text"))
+    missing = [key for key, _ in rows if key not in item2index]
+    if missing:
+        raise ValueError(f"{name}.text: {len(missing)} item keys lack an entry in {name}.item2index (e.g. {missing[:3]})")
+    start = time.perf_counter()
+    matrix = encode_texts([t for _, t in rows], encoder_path, pooling, batch_size, max_length, device)
+    stem = os.path.join(out, f"{name}.text")
+    write_feature_file(stem, [item2index[key] for key, _ in rows], matrix)
+    getLogger().info(f"{stem}.npy: {matrix.shape} in {time.perf_counter() - start:.1f}s")
+    return stem
+
+
+def import_image_npz(src: str, out: str, name: str, npz_name: str) -> str:
+    item2index = read_item2index(os.path.join(src, f"{name}.item2index"))
+    path = os.path.join(src, npz_name)
+    data = np.load(path, allow_pickle=False)
+    for key in ("asin", "feat"):
+        if key not in data.files:
+            raise ValueError(f"{path}: expected arrays 'asin' and 'feat', found {data.files}")
+    asins, feats = [str(a) for a in data["asin"]], data["feat"]
+    unknown = [a for a in asins if a not in item2index]
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} ASINs are not in {name}.item2index (e.g. {unknown[:3]})")
+    stem = os.path.join(out, f"{name}.image")
+    write_feature_file(stem, [item2index[a] for a in asins], feats)
+    return stem
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", required=True, help="folder with <D>.text, <D>.item2index[, <D>.clip_image.npz]")
+    parser.add_argument("--out", default=None, help="output folder (default: dataset/<D>)")
+    parser.add_argument("--name", default=None, help="data set name (default: the --src folder name)")
+    parser.add_argument("--text_encoder", default=None, help="local transformers model (default: offline MiniLM)")
+    parser.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image_npz", default=None, help="image feature npz in --src (default: <D>.clip_image.npz)")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    name = args.name or os.path.basename(os.path.normpath(args.src))
+    out = args.out or os.path.join("dataset", name)
+    if not os.path.isdir(args.src):
+        raise FileNotFoundError(f"--src {args.src} is not a folder")
+    print(build_text_features(args.src, out, name, args.text_encoder, args.batch_size, args.max_length,
+                              args.pooling, args.device))
+    npz = args.image_npz or f"{name}.clip_image.npz"
+    if os.path.isfile(os.path.join(args.src, npz)):
+        print(import_image_npz(args.src, out, name, npz))
+
+
+if __name__ == "__main__":
+    main()
