@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "-m", default="ANT", help="model name (plugin first, then RecBole)")
     parser.add_argument("--dataset", "-d", default=DEFAULT_SYNTHETIC, help="data set name")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later wins")
+    parser.add_argument("--nproc", type=int, default=1, help="processes for torch.distributed training")
+    parser.add_argument("--port", type=int, default=29533, help="TCP port of the distributed rendezvous")
     return parser
 
 
@@ -27,7 +29,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from recbole_mm.runner import run
 
     sys.argv = [sys.argv[0]] + list(argv)
-    result = run(args.model, args.dataset, config_file_list=config_files, read_command_line=True)
+    result = run(args.model, args.dataset, config_file_list=config_files, read_command_line=True,
+                 nproc=args.nproc, port=args.port)
     print(f"best valid ({result['valid_metric']}): {result['best_valid_result']}")
     print(f"test: {result['test_result']}")
     print(f"results written to {result.get('results_file')}")

@@ -71,8 +71,45 @@ def run(
     config_dict: Optional[dict] = None,
     saved: bool = True,
     read_command_line: bool = False,
+    nproc: int = 1,
+    port: int = 29533,
 ) -> dict:
-    """Train and evaluate one model on one data set; returns (and writes as JSON) the results.
+    """Train and evaluate; with ``nproc`` > 1 through RecBole's torch.distributed path
+    (``nproc`` processes on this machine: gloo on CPU, NCCL on GPUs). Returns rank 0's results."""
+    if nproc <= 1:
+        return run_single(model, dataset, config_file_list, config_dict, saved, read_command_line)
+    import torch.multiprocessing as mp
+
+    dist_config = dict(config_dict or {})
+    dist_config.update({"world_size": nproc, "nproc": nproc, "ip": "127.0.0.1", "port": str(port), "offset": 0})
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    mp.spawn(
+        _run_rank,
+        args=(model, dataset, config_file_list, dist_config, saved, read_command_line, queue),
+        nprocs=nproc,
+        join=True,
+    )
+    return queue.get()
+
+
+def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, read_command_line, queue):
+    result = run_single(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved,
+                        read_command_line)
+    if rank == 0:
+        queue.put(result)
+
+
+def run_single(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[dict] = None,
+    saved: bool = True,
+    read_command_line: bool = False,
+) -> dict:
+    """Train and evaluate one model on one data set in this process; returns (and writes as
+    JSON) the results.
 
     The JSON lies next to the run's log file (``log/<Model>/<...>.json``) and holds the best
     validation result, the test result, the seconds of every training epoch and evaluation,
@@ -92,9 +129,19 @@ def run(
     model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    if not config["single_spec"]:  # every rank must name rank 0's checkpoint (it embeds the start time)
+        names = [trainer.saved_model_file]
+        torch.distributed.broadcast_object_list(names, src=0)
+        trainer.saved_model_file = names[0]
 
+    callback = None
+    if saved and hasattr(trainer, "save_resume_state"):
+        if config["resume_from"]:
+            trainer.resume_checkpoint(config["resume_from"])
+        callback = trainer.save_resume_state
+        logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")

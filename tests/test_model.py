@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_mm.config import MMConfig
-from recbole_mm.data.batching import TARGET_SEQ_FIELD, WholeSequenceTrainDataLoader
+from recbole_mm.data.batching import TARGET_SEQ_FIELD, SequenceTrainDataLoader
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.utils import get_model, get_trainer
 
@@ -24,13 +24,13 @@ def test_whole_sequence_loss_equals_mean_prefix_loss(model_name, tiny_config):
     model.eval()  # no dropout, gate at its mean: the two losses must agree exactly
     prefix_data = train._dataset.inter_feat
     users = prefix_data["user_id"]
-    whole = WholeSequenceTrainDataLoader(config, train._dataset, shuffle=False)
+    whole = SequenceTrainDataLoader(config, train._dataset, shuffle=False)
     first_users = whole.users[:20]
     keep = torch.isin(users, first_users)
     prefix_batch = prefix_data[keep.nonzero().squeeze(1).tolist()]
     with torch.no_grad():
         prefix_loss = model.calculate_loss(prefix_batch)
-        batch = next(iter(WholeSequenceTrainDataLoader(config, train._dataset, shuffle=False)))
+        batch = next(iter(SequenceTrainDataLoader(config, train._dataset, shuffle=False)))
         selected = torch.isin(batch["user_id"], first_users)
         sub = batch[selected.nonzero().squeeze(1).tolist()]
         whole_loss = model.calculate_loss(sub)
@@ -40,11 +40,28 @@ def test_whole_sequence_loss_equals_mean_prefix_loss(model_name, tiny_config):
 
 def test_whole_sequence_loader_covers_every_prefix_once(tiny_config):
     config, dataset, train, _, _, _ = build("ANT", tiny_config(train_whole_sequence=True))
-    assert isinstance(train, WholeSequenceTrainDataLoader)
+    assert isinstance(train, SequenceTrainDataLoader) and train.whole_sequences
     n_targets = sum(int((b[TARGET_SEQ_FIELD] > 0).sum()) for b in train)
     assert n_targets == len(train._dataset.inter_feat)
     widths = [b["item_id_list"].shape[1] for b in train]
     assert max(widths) <= config["MAX_ITEM_LIST_LENGTH"]
+
+
+def test_bucketed_prefix_batches_hold_every_prefix_once_with_less_padding(tiny_config):
+    config, dataset, train, _, _, _ = build("ANT", tiny_config(train_whole_sequence=False, length_bucketing=True))
+    assert isinstance(train, SequenceTrainDataLoader) and not train.whole_sequences
+    inter = train._dataset.inter_feat
+    expected = sorted(zip(inter["user_id"].tolist(), inter["item_length"].tolist(), inter["item_id"].tolist()))
+    seen, padded = [], 0
+    for batch in train:
+        targets = batch[TARGET_SEQ_FIELD]
+        lengths = batch["item_length"]
+        assert torch.equal((targets > 0).sum(1), torch.ones_like(lengths))  # one target, at the end
+        last = targets[torch.arange(len(lengths)), lengths - 1]
+        seen += zip(batch["user_id"].tolist(), lengths.tolist(), last.tolist())
+        padded += batch["item_id_list"].numel()
+    assert sorted(seen) == expected
+    assert padded < 0.6 * len(inter) * config["MAX_ITEM_LIST_LENGTH"]
 
 
 def test_trimming_does_not_change_scores(tiny_config):

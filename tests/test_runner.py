@@ -125,3 +125,22 @@ def test_config_layers(tiny_config, tmp_path):
     assert config["learning_rate"] == 0.005  # user file beats model YAML
     assert config["fusion_beta"] == 0.2  # config dict beats user file
     assert config["n_layers"] == 2 and config["hidden_size"] == 256
+
+
+def test_resume_continues_an_interrupted_run(tiny_config):
+    first = run("ANT", "tiny", config_dict=tiny_config(epochs=2))
+    last_state = first["checkpoint"].replace(".pth", "-last.pth")
+    state = load_checkpoint(last_state)
+    assert state["epoch"] == 1 and state["best_model_file"] == first["checkpoint"]
+    resumed = run("ANT", "tiny", config_dict=tiny_config(epochs=4, resume_from=last_state))
+    assert resumed["epochs_trained"] == 2  # epochs 2 and 3 only
+    assert resumed["best_valid_score"] >= first["best_valid_score"]
+    assert os.path.isfile(resumed["checkpoint"])
+
+
+@pytest.mark.parametrize("model_name", ["GRU4Rec", "Pop"])
+def test_other_stock_models_run_through_the_runner(model_name, tiny_config):
+    result = run(model_name, "tiny", config_dict=tiny_config(epochs=2))
+    test = result["test_result"]
+    chance = 10 / 150  # Recall@10 of a random ranking over the tiny data set's 150 items
+    assert chance * 1.5 < test["recall@10"] <= 1.0

@@ -4,9 +4,10 @@ RecBole turns a user sequence of n items into n - 1 prefix samples, each padded 
 ``MAX_ITEM_LIST_LENGTH``. With a causal encoder the output at position t of the whole
 sequence equals the output at the end of the prefix of length t, so one forward pass over
 the whole sequence with a loss at every position does the same work once.
-:class:`WholeSequenceTrainDataLoader` yields such batches: ``item_id_list`` holds the
-inputs, ``target_item_list`` the next item at every position (0 = no target), and each
-batch is trimmed to its longest sequence.
+:class:`SequenceTrainDataLoader` yields such batches: ``item_id_list`` holds the inputs,
+``target_item_list`` the next item at every position (0 = no target), and each batch is
+trimmed to its longest row. The same loader also serves RecBole's prefix samples (one target
+at the last position) with length-bucketed batches.
 
 A batch holds about ``train_batch_size`` *target positions* (the number of prefix samples
 it replaces), so an epoch makes as many optimiser steps as RecBole's loader would.
@@ -70,6 +71,16 @@ def build_user_sequences(dataset, max_len: int):
     return padded_inputs, padded_targets, np.asarray(seq_lengths, dtype=np.int64), np.asarray(seq_users)
 
 
+def build_prefix_rows(dataset):
+    """RecBole's prefix samples in the same layout: the target sits at the last position only."""
+    inter = dataset.inter_feat
+    inputs = inter[dataset.item_id_list_field].numpy().astype(np.int64)
+    lengths = inter[dataset.item_list_length_field].numpy().astype(np.int64)
+    targets = np.zeros_like(inputs)
+    targets[np.arange(len(lengths)), np.maximum(lengths - 1, 0)] = inter[dataset.iid_field].numpy()
+    return inputs, targets, lengths, inter[dataset.uid_field].numpy()
+
+
 class _EpochSampler:
     """Holds the epoch number so that shuffling differs per epoch (RecBole calls ``set_epoch``)."""
 
@@ -80,20 +91,28 @@ class _EpochSampler:
         self.epoch = epoch
 
 
-class WholeSequenceTrainDataLoader:
-    """Iterates over whole user sequences; see the module docstring.
+class SequenceTrainDataLoader:
+    """Training batches of sequences with a target per position; see the module docstring.
+
+    ``whole_sequences=True``: one row per user sequence, a target at every position.
+    ``whole_sequences=False``: RecBole's prefix samples, a target at the last position only
+    (used for length-bucketed prefix training).
 
     Config keys: ``train_batch_size`` (target positions per batch), ``length_bucketing``
-    (group sequences of similar length to cut padding), ``seed``.
+    (group rows of similar length to cut padding), ``trim_batches``, ``seed``.
     """
 
-    def __init__(self, config, dataset, shuffle: bool = True):
+    def __init__(self, config, dataset, shuffle: bool = True, whole_sequences: bool = True):
         self.config = config
         self._dataset = dataset
         self.shuffle = shuffle
+        self.whole_sequences = whole_sequences
         self.sampler = _EpochSampler()
         self.max_len = config["MAX_ITEM_LIST_LENGTH"]
-        inputs, targets, lengths, users = build_user_sequences(dataset, self.max_len)
+        if whole_sequences:
+            inputs, targets, lengths, users = build_user_sequences(dataset, self.max_len)
+        else:
+            inputs, targets, lengths, users = build_prefix_rows(dataset)
         self.inputs = torch.from_numpy(inputs)
         self.targets = torch.from_numpy(targets)
         self.lengths = torch.from_numpy(lengths)
@@ -101,10 +120,12 @@ class WholeSequenceTrainDataLoader:
         self.item_seq_field = dataset.item_id_list_field
         self.item_len_field = dataset.item_list_length_field
         self.uid_field = dataset.uid_field
-        self.batch_targets = int(config["train_batch_size"])
-        self.length_bucketing = bool(config["length_bucketing"])
         self.rank = 0 if config["single_spec"] else int(config["local_rank"])
         self.world_size = 1 if config["single_spec"] else int(config["world_size"])
+        # like RecBole's loaders: each rank takes 1/world_size of the global batch
+        self.batch_targets = max(1, int(config["train_batch_size"]) // self.world_size)
+        self.length_bucketing = bool(config["length_bucketing"])
+        self.trim_batches = config["trim_batches"] is not False
         self._iterations = 0
         self.n_batches = len(self._make_batches(0))
 
@@ -116,11 +137,11 @@ class WholeSequenceTrainDataLoader:
         self.config = config
 
     def set_batch_size(self, batch_size: int) -> None:
-        self.batch_targets = int(batch_size)
+        self.batch_targets = max(1, int(batch_size) // self.world_size)
         self.n_batches = len(self._make_batches(0))
 
     @property
-    def n_sequences(self) -> int:
+    def n_rows(self) -> int:
         return len(self.lengths)
 
     def _make_batches(self, epoch: int) -> List[np.ndarray]:
@@ -164,7 +185,7 @@ class WholeSequenceTrainDataLoader:
         for index in batches:
             idx = torch.from_numpy(index)
             lengths = self.lengths[idx]
-            width = int(lengths.max())
+            width = int(lengths.max()) if self.trim_batches else self.max_len
             yield Interaction(
                 {
                     self.uid_field: self.users[idx],
@@ -179,3 +200,4 @@ class WholeSequenceTrainDataLoader:
         epoch = self.sampler.epoch if self.world_size > 1 else self._iterations
         self._iterations += 1
         return epoch
+

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from logging import getLogger
 from typing import Tuple
 
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
-from recbole_mm.data.batching import WholeSequenceTrainDataLoader
+from recbole_mm.data.batching import SequenceTrainDataLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
 from recbole_mm.utils import get_model
@@ -66,13 +67,16 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
     support it) the training loader yields whole sequences (recbole_mm.data.batching)."""
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model_class = get_model(config["model"])
-    if config["train_whole_sequence"]:
+    wants_plugin_loader = config["train_whole_sequence"] or config["length_bucketing"]
+    if wants_plugin_loader:
         if getattr(model_class, "supports_whole_sequence", False):
-            train_data = WholeSequenceTrainDataLoader(config, train_data._dataset, shuffle=config["shuffle"])
+            train_data = SequenceTrainDataLoader(
+                config, train_data._dataset, shuffle=config["shuffle"],
+                whole_sequences=bool(config["train_whole_sequence"]),
+            )
         else:
-            from logging import getLogger
-
             getLogger().info(
-                f"train_whole_sequence is ignored for {config['model']}: the model trains on prefix samples"
+                f"train_whole_sequence / length_bucketing are ignored for {config['model']}: "
+                f"it trains on RecBole's prefix samples"
             )
     return train_data, valid_data, test_data

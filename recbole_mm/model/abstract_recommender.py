@@ -35,6 +35,8 @@ class MMSequentialRecommender(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.initializer_range = config["initializer_range"]
+        self.trim_batches = config["trim_batches"] is not False
+        self.cache_item_table = config["cache_item_table"] is not False
         self._cached_item_table = None
 
     # ----- helpers for subclasses -------------------------------------------------------
@@ -84,9 +86,10 @@ class MMSequentialRecommender(SequentialRecommender):
         self._cached_item_table = None
         return super().train(mode)
 
-    @staticmethod
-    def trim(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """Drop padding columns beyond the batch's longest sequence."""
+    def trim(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """Drop padding columns beyond the batch's longest sequence (``trim_batches``)."""
+        if not self.trim_batches:
+            return item_seq
         return item_seq[:, : max(1, int(item_seq_len.max()))]
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, table=None) -> torch.Tensor:
@@ -113,7 +116,7 @@ class MMSequentialRecommender(SequentialRecommender):
         return F.cross_entropy(logits, target)
 
     def _eval_table(self) -> torch.Tensor:
-        if self.training:
+        if self.training or not self.cache_item_table:
             return self.item_table()
         if self._cached_item_table is None:
             self._cached_item_table = self.item_table()

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 
 import torch
@@ -35,20 +37,58 @@ class SafeCheckpointMixin:
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
+    @property
+    def resume_file(self) -> str:
+        """Where :meth:`save_resume_state` writes: the best-model file with ``-last`` added."""
+        return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
+
+    def save_resume_state(self, epoch_idx: int, valid_score=None) -> None:
+        """Write the state after an evaluated epoch (RecBole's ``fit`` callback), atomically.
+
+        Unlike RecBole's best-model checkpoint it is written every evaluation, and it records
+        the best result so far and the best model's file, so a resumed run ends as the
+        uninterrupted run would."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        state = {
+            "config": self.config,
+            "epoch": epoch_idx,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "best_model_file": self.saved_model_file,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        directory = os.path.dirname(os.path.abspath(self.resume_file))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+        os.close(fd)
+        try:
+            torch.save(state, tmp, pickle_protocol=4)
+            os.replace(tmp, self.resume_file)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
     def resume_checkpoint(self, resume_file):
+        """Continue from a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch."""
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            raise ValueError(
+                f"{resume_file} was written by model {checkpoint['config']['model']}, "
+                f"not {self.config['model']}"
+            )
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
-            self.logger.warning(
-                "Architecture configuration given in config file is different from that of checkpoint. "
-                "This may yield an exception while state_dict is being loaded."
-            )
+        self.best_valid_result = checkpoint.get("best_valid_result")
+        if checkpoint.get("best_model_file"):
+            self.saved_model_file = checkpoint["best_model_file"]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        self.logger.info(f"Resumed from {resume_file}: training continues at epoch {self.start_epoch}")
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
