@@ -1,79 +1,121 @@
-"""Seconds per training epoch and per evaluation, measured in one process for several settings.
+"""Seconds per training epoch and per evaluation, and peak memory, for several settings in one run.
 
     python -m recbole_mm.bench.speed --dataset=Scientific --data_path=../shared/datasets
-    python -m recbole_mm.bench.speed --epochs=2 --hidden_size=256 --train_batch_size=2048
+    python -m recbole_mm.bench.speed --settings=all --epochs=1
+    python -m recbole_mm.bench.speed --settings=all --train --only=0,5     # also train to early stopping
 
-Every setting uses the same data, hidden size, inner size and batch size; ratios are taken
-against the first setting (stock RecBole SASRec). Prints a markdown table and writes it (and a
-JSON) to ``--out``.
+Every setting uses the same data, hidden size, inner size and batch size; speed-ups are taken
+against the first setting (stock RecBole SASRec). Each setting runs in a child process, so its
+peak resident memory is its own. With ``--train`` each chosen setting is also trained to early
+stopping through the runner and its test Recall@10 / NDCG@10 are reported (quality kept?).
+Prints a markdown table and writes it, with a JSON, to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import multiprocessing
 import os
 import resource
 import time
 from typing import Dict, List, Tuple
 
-from recbole.utils import init_seed
+ALL_OFF = {"train_whole_sequence": False, "length_bucketing": False, "trim_batches": False,
+           "cache_item_table": False}
 
-from recbole_mm.config import MMConfig
-from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.runner import write_json_atomic
-from recbole_mm.utils import get_model, get_trainer
+SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
+    "basic": [
+        ("SASRec (stock RecBole)", "SASRec", {}),
+        ("ANT (defaults: whole sequences, trimmed)", "ANT", {}),
+    ],
+    "all": [
+        ("SASRec (stock RecBole)", "SASRec", {}),
+        ("ANT, all options off (prefix samples padded to 50)", "ANT", ALL_OFF),
+        ("ANT + trimmed batches + cached eval", "ANT", {**ALL_OFF, "trim_batches": True, "cache_item_table": True}),
+        ("ANT + length-bucketed prefix batches", "ANT",
+         {**ALL_OFF, "trim_batches": True, "cache_item_table": True, "length_bucketing": True}),
+        ("ANT + whole sequences (default)", "ANT", {}),
+        ("ANT + whole sequences + length bucketing", "ANT", {"length_bucketing": True}),
+    ],
+}
 
-BASIC_SETTINGS: List[Tuple[str, str, Dict]] = [
-    ("SASRec (stock RecBole)", "SASRec", {}),
-    ("ANT (prefix samples)", "ANT", {"train_whole_sequence": False}),
-    ("ANT (whole sequences)", "ANT", {"train_whole_sequence": True}),
-]
 
-
-def peak_rss_mb() -> float:
+def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_setting(model: str, dataset: str, config_dict: dict, epochs: int) -> dict:
+def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool, queue) -> None:
+    from recbole.utils import init_seed
+
+    from recbole_mm.config import MMConfig
+    from recbole_mm.data.utils import create_dataset, prepare_data
+    from recbole_mm.utils import get_model, get_trainer
+
     config = MMConfig(model, dataset, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)
-    train, valid, _ = prepare_data(config, data)
-    model_obj = get_model(model)(config, train._dataset).to(config["device"])
+    train_data, valid_data, _ = prepare_data(config, data)
+    model_obj = get_model(model)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
-    train_seconds = []
+    seconds = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        trainer._train_epoch(train, epoch, show_progress=config["show_progress"])
-        train_seconds.append(time.perf_counter() - start)
+        trainer._train_epoch(train_data, epoch, show_progress=config["show_progress"])
+        seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
-    result = trainer.evaluate(valid, load_best_model=False)
-    eval_seconds = time.perf_counter() - start
-    return {
+    trainer.evaluate(valid_data, load_best_model=False)
+    row = {
         "model": model,
-        "train_epoch_seconds": sum(train_seconds) / len(train_seconds),
-        "eval_seconds": eval_seconds,
-        "train_batches": len(train),
-        "valid_ndcg@10_after": float(result["ndcg@10"]),
+        "train_epoch_seconds": sum(seconds) / len(seconds),
+        "eval_seconds": time.perf_counter() - start,
+        "train_batches": len(train_data),
         "parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
     }
+    if train:
+        from recbole_mm.runner import run_single
+
+        result = run_single(model, dataset, config_dict={**config_dict, "state": "INFO"})
+        row.update({"test_recall@10": result["test_result"]["recall@10"],
+                    "test_ndcg@10": result["test_result"]["ndcg@10"],
+                    "epochs_trained": result["epochs_trained"]})
+    row["peak_rss_mb"] = _peak_rss_mb()
+    queue.put(row)
 
 
-def markdown_table(rows: List[dict], hidden: int, batch: int, dataset: str) -> str:
+def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
+    """One setting in a fresh child process (its own peak memory)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    process = context.Process(target=_time_setting, args=(model, dataset, config_dict, epochs, train, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0 or queue.empty():
+        raise RuntimeError(f"benchmark setting {model} {config_dict} failed (exit code {process.exitcode})")
+    return queue.get()
+
+
+def markdown_table(rows: List[dict], args) -> str:
     base = rows[0]
+    quality = any("test_recall@10" in r for r in rows)
     lines = [
-        f"Data set {dataset}, hidden size {hidden}, batch size {batch} (prefix samples / target positions).",
+        f"Data set {args.dataset}; hidden size {args.hidden_size}; batch size {args.train_batch_size} "
+        f"(prefix samples, or target positions with whole sequences); {args.epochs} timed epoch(s) per setting; "
+        f"torch threads {args.threads or 'default'}.",
         "",
-        "| setting | s / train epoch | speed-up vs first | s / evaluation | batches / epoch |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| setting | s / train epoch | speed-up | s / evaluation | batches / epoch | peak RSS (MB) |"
+        + (" test Recall@10 | test NDCG@10 |" if quality else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if quality else ""),
     ]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['setting']} | {row['train_epoch_seconds']:.1f} | "
             f"{base['train_epoch_seconds'] / row['train_epoch_seconds']:.1f}x | {row['eval_seconds']:.1f} | "
-            f"{row['train_batches']} |"
+            f"{row['train_batches']} | {row['peak_rss_mb']:.0f} |"
         )
+        if quality:
+            line += (f" {row['test_recall@10']:.4f} | {row['test_ndcg@10']:.4f} |" if "test_recall@10" in row
+                     else " – | – |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -84,7 +126,10 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--hidden_size", type=int, default=256)
     parser.add_argument("--train_batch_size", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=1, help="training epochs timed per setting")
-    parser.add_argument("--only", default=None, help="comma-separated setting numbers to run (0-based)")
+    parser.add_argument("--settings", default="basic", choices=sorted(SETTINGS))
+    parser.add_argument("--only", default=None, help="comma-separated setting numbers (0-based) to run")
+    parser.add_argument("--train", action="store_true", help="also train each setting to early stopping")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per setting")
     parser.add_argument("--out", default="results/speed")
     args = parser.parse_args(argv)
 
@@ -96,23 +141,28 @@ def main(argv=None) -> List[dict]:
         "show_progress": False,
         "state": "WARNING",
     }
-    chosen = BASIC_SETTINGS
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    chosen = list(enumerate(SETTINGS[args.settings]))
     if args.only:
-        chosen = [BASIC_SETTINGS[int(i)] for i in args.only.split(",")]
+        keep = {int(i) for i in args.only.split(",")}
+        chosen = [(i, s) for i, s in chosen if i in keep or i == 0]  # the reference always runs
     rows = []
-    for label, model, overrides in chosen:
-        row = time_setting(model, args.dataset, {**shared, **overrides}, args.epochs)
+    for _, (label, model, overrides) in chosen:
+        row = run_setting(model, args.dataset, {**shared, **overrides}, args.epochs, args.train)
         row["setting"] = label
         rows.append(row)
-        print(f"{label}: {row['train_epoch_seconds']:.1f} s/epoch, {row['eval_seconds']:.1f} s/eval", flush=True)
-        gc.collect()
-    table = markdown_table(rows, args.hidden_size, args.train_batch_size, args.dataset)
-    table += f"\n\nPeak resident memory of the benchmark process: {peak_rss_mb():.0f} MB."
+        print(f"{label}: {row['train_epoch_seconds']:.1f} s/epoch, {row['eval_seconds']:.1f} s/eval, "
+              f"{row['peak_rss_mb']:.0f} MB", flush=True)
+    table = markdown_table(rows, args)
     print(table)
+    from recbole_mm.runner import write_json_atomic
+
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"speed-{args.dataset}.md"), "w", encoding="utf-8") as f:
+    stem = os.path.join(args.out, f"speed-{args.dataset}-{args.settings}")
+    with open(stem + ".md", "w", encoding="utf-8") as f:
         f.write(table + "\n")
-    write_json_atomic(os.path.join(args.out, f"speed-{args.dataset}.json"), {"args": vars(args), "rows": rows})
+    write_json_atomic(stem + ".json", {"args": vars(args), "rows": rows})
     return rows
 
 
