@@ -73,3 +73,15 @@ def test_causal_mask_hides_future_and_padding():
     mask = CausalTransformer.attention_mask(seq, torch.float32)[0, 0]
     allowed = mask == 0
     assert allowed.tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+
+
+def test_adaptor_output_is_gate_weighted_sum_of_experts():
+    torch.manual_seed(3)
+    for expert_type in ("whitening", "linear"):
+        adaptor = MoEAdaptor(6, 4, n_experts=3, dropout=0.0, expert_type=expert_type).eval()
+        with torch.no_grad():
+            adaptor.gate_weight.normal_()
+            adaptor.expert_bias.normal_()
+        x = torch.randn(7, 6)
+        expected = (adaptor.gate(x).unsqueeze(-1) * adaptor.experts(x)).sum(-2)
+        torch.testing.assert_close(adaptor(x), expected)

@@ -18,9 +18,12 @@ def build(model_name, config_dict):
     return config, dataset, train, valid, test, model
 
 
-@pytest.mark.parametrize("model_name", ["ANT", "ANT_e"])
-def test_whole_sequence_loss_equals_mean_prefix_loss(model_name, tiny_config):
-    config, dataset, train, _, _, model = build(model_name, tiny_config(train_whole_sequence=False))
+@pytest.mark.parametrize("model_name,max_len", [("ANT", 20), ("ANT_e", 20), ("ANT", 4)])
+def test_whole_sequence_loss_equals_mean_prefix_loss(model_name, max_len, tiny_config):
+    """Exact, also when histories are cut to MAX_ITEM_LIST_LENGTH (max_len 4: sliding windows)."""
+    config, dataset, train, _, _, model = build(
+        model_name, tiny_config(train_whole_sequence=False, MAX_ITEM_LIST_LENGTH=max_len)
+    )
     model.eval()  # no dropout, gate at its mean: the two losses must agree exactly
     prefix_data = train._dataset.inter_feat
     users = prefix_data["user_id"]
@@ -30,7 +33,9 @@ def test_whole_sequence_loss_equals_mean_prefix_loss(model_name, tiny_config):
     prefix_batch = prefix_data[keep.nonzero().squeeze(1).tolist()]
     with torch.no_grad():
         prefix_loss = model.calculate_loss(prefix_batch)
-        batch = next(iter(SequenceTrainDataLoader(config, train._dataset, shuffle=False)))
+        loader = SequenceTrainDataLoader(config, train._dataset, shuffle=False)
+        loader.set_batch_size(10 ** 6)  # one batch holding every row
+        batch = next(iter(loader))
         selected = torch.isin(batch["user_id"], first_users)
         sub = batch[selected.nonzero().squeeze(1).tolist()]
         whole_loss = model.calculate_loss(sub)

@@ -15,7 +15,6 @@ it replaces), so an epoch makes as many optimiser steps as RecBole's loader woul
 
 from __future__ import annotations
 
-from logging import getLogger
 from typing import Iterator, List
 
 import numpy as np
@@ -25,50 +24,81 @@ from recbole.data.interaction import Interaction
 TARGET_SEQ_FIELD = "target_item_list"
 
 
-def build_user_sequences(dataset, max_len: int):
-    """Whole training sequences from a prefix-sample data set.
+def _chain_user_rows(histories, targets, max_len):
+    """Rebuild one user's sequence from its prefix rows.
 
-    For each user, the longest prefix row plus its target is the user's training sequence.
-    Sequences longer than ``max_len + 1`` are cut into consecutive windows so that every
-    target is predicted exactly once.
+    Starts from the shortest history and repeatedly appends the target of the row whose history
+    is the sequence's last ``max_len`` items (histories longer than ``max_len`` were cut to their
+    most recent items). Returns (sequence, index of the first target, rows not on the chain).
+    """
+    by_history = {}
+    leftovers = []
+    for hist, target in zip(histories, targets):
+        key = tuple(hist)
+        if key in by_history:  # two rows with one history: keep the second as a plain prefix row
+            leftovers.append((hist, target))
+        else:
+            by_history[key] = target
+    start = min(by_history, key=len)
+    sequence = list(start) + [by_history.pop(start)]
+    while True:
+        key = tuple(sequence[-max_len:])
+        if key not in by_history:
+            break
+        sequence.append(by_history.pop(key))
+    leftovers += [(list(k), t) for k, t in by_history.items()]
+    return sequence, len(start), leftovers
+
+
+def build_user_sequences(dataset, max_len: int):
+    """Whole training rows from a prefix-sample data set, exactly equivalent to the prefix samples.
+
+    Each user's prefix rows are chained into one sequence (see :func:`_chain_user_rows`). Its first
+    ``max_len`` inputs form one row with a target at every position; every later target (whose
+    prefix sample has a history cut to ``max_len`` items) gets a row of its own, holding that
+    history and a target at the last position only. Rows off the chain stay prefix rows.
 
     Returns:
-        (inputs, targets, lengths, users): inputs/targets are (S, max_len) int64 arrays.
+        (inputs, targets, lengths, users): inputs/targets are (R, max_len) int64 arrays; a
+        target of 0 means "no loss at this position".
     """
     inter = dataset.inter_feat
     item_seq = inter[dataset.item_id_list_field].numpy()
     lengths = inter[dataset.item_list_length_field].numpy()
     items = inter[dataset.iid_field].numpy()
     users = inter[dataset.uid_field].numpy()
-    order = np.lexsort((lengths, users))
-    last_of_user = np.ones(len(order), dtype=bool)
-    last_of_user[:-1] = users[order[1:]] != users[order[:-1]]
-    rows = order[last_of_user]
+    order = np.argsort(users, kind="stable")
+    boundaries = np.flatnonzero(np.diff(users[order])) + 1
 
-    n_prefix_rows = len(users)
-    inputs, targets, seq_lengths, seq_users = [], [], [], []
-    for row in rows:
-        full = np.concatenate([item_seq[row, : lengths[row]], items[row : row + 1]])
-        n_targets = len(full) - 1
-        for start in range(0, n_targets, max_len):
-            window = full[start : start + max_len + 1]
-            inputs.append(window[:-1])
-            targets.append(window[1:])
-            seq_lengths.append(len(window) - 1)
-            seq_users.append(users[row])
-    n_targets_total = int(np.sum(seq_lengths))
-    if n_targets_total != n_prefix_rows:
-        getLogger().warning(
-            f"whole-sequence training: {n_targets_total} target positions from {len(rows)} users, "
-            f"but the training file has {n_prefix_rows} prefix rows; the prefix rows are not all "
-            f"prefixes of one sequence per user, so whole-sequence training is not equivalent here"
-        )
-    padded_inputs = np.zeros((len(inputs), max_len), dtype=np.int64)
-    padded_targets = np.zeros((len(inputs), max_len), dtype=np.int64)
-    for i, (inp, tgt) in enumerate(zip(inputs, targets)):
+    rows = []  # (user, inputs, targets)
+    for group in np.split(order, boundaries):
+        user = users[group[0]]
+        histories = [item_seq[r, : lengths[r]].tolist() for r in group]
+        sequence, first_target, leftovers = _chain_user_rows(histories, items[group].tolist(), max_len)
+        inputs, targets = sequence[:-1], list(sequence[1:])
+        for position in range(first_target - 1):
+            targets[position] = 0
+        head = min(len(inputs), max_len)
+        rows.append((user, inputs[:head], targets[:head]))
+        for t in range(head, len(inputs)):
+            window = inputs[t - max_len + 1 : t + 1]
+            rows.append((user, window, [0] * (len(window) - 1) + [targets[t]]))
+        for hist, target in leftovers:
+            rows.append((user, hist, [0] * (len(hist) - 1) + [target]))
+
+    padded_inputs = np.zeros((len(rows), max_len), dtype=np.int64)
+    padded_targets = np.zeros((len(rows), max_len), dtype=np.int64)
+    row_lengths = np.zeros(len(rows), dtype=np.int64)
+    row_users = np.zeros(len(rows), dtype=users.dtype)
+    for i, (user, inp, tgt) in enumerate(rows):
         padded_inputs[i, : len(inp)] = inp
         padded_targets[i, : len(tgt)] = tgt
-    return padded_inputs, padded_targets, np.asarray(seq_lengths, dtype=np.int64), np.asarray(seq_users)
+        row_lengths[i] = len(inp)
+        row_users[i] = user
+    n_targets = int((padded_targets > 0).sum())
+    if n_targets != len(users):
+        raise AssertionError(f"whole-sequence rows hold {n_targets} targets for {len(users)} prefix rows")
+    return padded_inputs, padded_targets, row_lengths, row_users
 
 
 def build_prefix_rows(dataset):
@@ -117,6 +147,7 @@ class SequenceTrainDataLoader:
         self.targets = torch.from_numpy(targets)
         self.lengths = torch.from_numpy(lengths)
         self.users = torch.from_numpy(users.astype(np.int64))
+        self.targets_per_row = (targets > 0).sum(axis=1)
         self.item_seq_field = dataset.item_id_list_field
         self.item_len_field = dataset.item_list_length_field
         self.uid_field = dataset.uid_field
@@ -160,7 +191,7 @@ class SequenceTrainDataLoader:
         batches, current, count = [], [], 0
         for idx in order:
             current.append(idx)
-            count += lengths[idx]
+            count += self.targets_per_row[idx]
             if count >= self.batch_targets:
                 batches.append(np.asarray(current))
                 current, count = [], 0

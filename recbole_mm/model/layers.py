@@ -80,19 +80,26 @@ class MoEAdaptor(nn.Module):
             logits = logits + torch.randn_like(logits) * noise_std
         return torch.softmax(logits, dim=-1)
 
+    def _projections(self, x: torch.Tensor) -> torch.Tensor:
+        """``dropout(x) W_k`` for every expert, as one product: (..., n_experts, output_dim)."""
+        flat_weight = self.expert_weight.permute(1, 0, 2).reshape(self.input_dim, -1)
+        return (self.dropout(x) @ flat_weight).view(*x.shape[:-1], self.n_experts, self.output_dim)
+
+    def _offsets(self) -> torch.Tensor:
+        """Per-expert constant added to the projection: ``-b_k W_k`` (whitening) or ``c_k``."""
+        if self.expert_type == "whitening":
+            return -torch.einsum("ki,kio->ko", self.expert_bias, self.expert_weight)
+        return self.expert_bias
+
     def experts(self, x: torch.Tensor) -> torch.Tensor:
         """All experts' outputs (..., n_experts, output_dim)."""
-        x = self.dropout(x)
-        flat_weight = self.expert_weight.permute(1, 0, 2).reshape(self.input_dim, -1)
-        out = (x @ flat_weight).view(*x.shape[:-1], self.n_experts, self.output_dim)
-        if self.expert_type == "whitening":
-            shift = torch.einsum("ki,kio->ko", self.expert_bias, self.expert_weight)
-            return out - shift
-        return out + self.expert_bias
+        return self._projections(x) + self._offsets()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.gate(x)
-        return (weights.unsqueeze(-1) * self.experts(x)).sum(dim=-2)
+        mixed = (weights.unsqueeze(-2) @ self._projections(x)).squeeze(-2)
+        # sum_k g_k (p_k + o_k) = sum_k g_k p_k + g @ o: no (n, experts, dim) temporary for the offsets
+        return mixed + weights @ self._offsets()
 
 
 class SinusoidalScalarEncoder(nn.Module):
