@@ -4,7 +4,7 @@ import pytest
 
 from recbole_mm.runner import run
 
-TOLERANCE = 0.06  # absolute, on Recall@10 / NDCG@10 of the tiny data set (see docs/speed.md)
+TOLERANCE = 0.05  # absolute, on Recall@10 / NDCG@10 of the tiny data set (see docs/speed.md)
 
 
 @pytest.mark.parametrize("model_name", ["ANT"])

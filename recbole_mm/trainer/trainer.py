@@ -15,6 +15,7 @@ import time
 
 import torch
 from recbole.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
 
 
 def load_checkpoint(path: str, map_location=None) -> dict:
@@ -110,6 +111,23 @@ class HistoryMaskMixin:
         return interaction, scores, positive_u, positive_i
 
 
+class CPUDistributedMixin:
+    """RecBole wraps the model in ``DistributedDataParallel(device_ids=[local_rank])``, which
+    torch refuses for a CPU model; on CPU the wrapper is built without device ids (gloo)."""
+
+    def __init__(self, config, model):
+        cpu_distributed = not config["single_spec"] and config["device"].type == "cpu"
+        if cpu_distributed:
+            config["single_spec"] = True  # keep RecBole from building its GPU-only wrapper
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_distributed:
+                config["single_spec"] = False
+        if cpu_distributed:
+            self.distributed_model = DistributedDataParallel(self.model)
+
+
 class EpochTimerMixin:
     """Records the wall-clock seconds of every training epoch and evaluation pass."""
 
@@ -127,7 +145,7 @@ class EpochTimerMixin:
         return result
 
 
-PLUGIN_MIXINS = (EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin)
+PLUGIN_MIXINS = (CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:
@@ -137,5 +155,5 @@ def with_plugin_mixins(trainer_class: type) -> type:
     return type(trainer_class.__name__, PLUGIN_MIXINS + (trainer_class,), {})
 
 
-class MMTrainer(EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin, Trainer):
+class MMTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin, Trainer):
     """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""
