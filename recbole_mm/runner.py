@@ -6,10 +6,8 @@ Built from RecBole's parts (``recbole.quick_start`` is never imported: it pulls 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from logging import getLogger
 from typing import Dict, List, Optional
 
@@ -18,6 +16,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.fileio import write_json_atomic
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -45,19 +44,6 @@ def setup_logging(config) -> str:
     for handler in added:
         handler._recbole_mm = True
     return file_handler.baseFilename
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _plain(result) -> Dict[str, float]:

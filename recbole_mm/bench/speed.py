@@ -156,7 +156,7 @@ def main(argv=None) -> List[dict]:
               f"{row['peak_rss_mb']:.0f} MB", flush=True)
     table = markdown_table(rows, args)
     print(table)
-    from recbole_mm.runner import write_json_atomic
+    from recbole_mm.fileio import write_json_atomic
 
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"speed-{args.dataset}-{args.settings}")

@@ -15,11 +15,12 @@ missing). Features are aligned to RecBole's internal item ids through
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from recbole_mm.fileio import atomic_output
 
 KNOWN_MODALITIES = ("text", "image", "price")
 
@@ -56,15 +57,6 @@ def feature_stem(feature_dir: str, dataset_name: str, modality: str, file_name: 
     return os.path.join(feature_dir, file_name or f"{dataset_name}.{modality}")
 
 
-def _atomic_path(final_path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(final_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(final_path), dir=directory)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    return tmp
-
-
 def write_feature_file(stem: str, keys: Sequence[str], matrix: np.ndarray) -> None:
     """Write ``<stem>.npy`` and ``<stem>.keys`` atomically (temp file, then rename)."""
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -78,19 +70,11 @@ def write_feature_file(stem: str, keys: Sequence[str], matrix: np.ndarray) -> No
     for key in keys:
         if not key or "\n" in key or "\t" in key:
             raise FeatureFileError(f"{stem}: item key {key!r} is empty or holds a tab/newline")
-    tmp_npy = _atomic_path(stem + ".npy")
-    tmp_keys = _atomic_path(stem + ".keys")
-    try:
+    with atomic_output(stem + ".npy") as tmp_npy, atomic_output(stem + ".keys") as tmp_keys:
         with open(tmp_npy, "wb") as f:
             np.save(f, matrix)
         with open(tmp_keys, "w", encoding="utf-8") as f:
             f.write("\n".join(keys) + ("\n" if keys else ""))
-        os.replace(tmp_npy, stem + ".npy")
-        os.replace(tmp_keys, stem + ".keys")
-    finally:
-        for tmp in (tmp_npy, tmp_keys):
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def read_feature_file(stem: str, mmap: bool = True) -> Tuple[List[str], np.ndarray]:

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import torch
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
+
+from recbole_mm.fileio import atomic_output
 
 
 def load_checkpoint(path: str, map_location=None) -> dict:
@@ -62,15 +63,8 @@ class SafeCheckpointMixin:
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
-        directory = os.path.dirname(os.path.abspath(self.resume_file))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-        os.close(fd)
-        try:
+        with atomic_output(self.resume_file) as tmp:
             torch.save(state, tmp, pickle_protocol=4)
-            os.replace(tmp, self.resume_file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def resume_checkpoint(self, resume_file):
         """Continue from a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch."""
