@@ -123,3 +123,19 @@ def test_ant_e_adds_id_embedding(tiny_config):
         diff = ant_e.item_table() - ant_e.item_encoder()
     torch.testing.assert_close(diff, ant_e.item_embedding.weight)
     assert torch.all(ant_e.item_embedding.weight[0] == 0)
+
+
+def test_sorting_evaluation_rows_keeps_metrics(tiny_config):
+    from recbole_mm.utils import get_trainer
+
+    results = []
+    for sort in (False, True):
+        config, dataset, train, valid, _, model = build("ANT", tiny_config(sort_eval_by_length=sort, seed=3))
+        trainer = get_trainer(config["MODEL_TYPE"], "ANT")(config, model)
+        torch.manual_seed(0)
+        model.load_state_dict(build("ANT", tiny_config(seed=3))[-1].state_dict())
+        lengths = valid._dataset.inter_feat["item_length"]
+        assert bool((lengths[1:] >= lengths[:-1]).all()) == sort
+        results.append(trainer.evaluate(valid, load_best_model=False))
+    for metric, value in results[0].items():
+        assert abs(value - results[1][metric]) < 1e-3, (results[0], results[1])

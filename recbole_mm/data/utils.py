@@ -8,6 +8,7 @@ import os
 from logging import getLogger
 from typing import Tuple
 
+import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
@@ -79,4 +80,15 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
                 f"train_whole_sequence / length_bucketing are ignored for {config['model']}: "
                 f"it trains on RecBole's prefix samples"
             )
+    if config["sort_eval_by_length"] and getattr(model_class, "supports_whole_sequence", False):
+        for loader in (valid_data, test_data):
+            sort_by_history_length(loader._dataset)
     return train_data, valid_data, test_data
+
+
+def sort_by_history_length(dataset) -> None:
+    """Order an evaluation data set's rows by history length, so that trimmed batches hold
+    little padding. Metrics are means over users, so the order does not change them."""
+    inter = dataset.inter_feat
+    order = torch.argsort(inter[dataset.item_list_length_field], stable=True)
+    dataset.inter_feat = inter[order]
