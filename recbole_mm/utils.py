@@ -15,9 +15,11 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 PLUGIN_MODEL_KINDS = ("sequential_recommender", "multitask_recommender")
+MODEL_ALIASES = {"SASRec++": "SASRecPP"}  # names a Python class cannot carry
 
 
 def _plugin_model_class(model_name: str):
+    model_name = MODEL_ALIASES.get(model_name, model_name)
     for kind in PLUGIN_MODEL_KINDS:
         package = f"recbole_mm.model.{kind}"
         if importlib.util.find_spec(package) is None:

@@ -241,3 +241,58 @@ def masked_positions(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, values.size(-1))
     return values.gather(1, index).squeeze(1)
 
+
+
+class ModalityProjector(nn.Module):
+    """Each modality's fixed features through its own projection to ``hidden_size``.
+
+    Text and image: a linear layer; price: the sinusoidal encoding, then a linear layer. A
+    modality an item lacks gives a zero vector. Features and masks are non-persistent buffers.
+    """
+
+    def __init__(self, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor], hidden_size: int,
+                 price_embedding_size: int = 64, price_frequency: float = 50000.0):
+        super().__init__()
+        self.modalities = list(features)
+        self.projections = nn.ModuleDict()
+        for m in self.modalities:
+            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+            in_dim = features[m].shape[1]
+            if m == "price":
+                self.price_encoder = SinusoidalScalarEncoder(price_embedding_size, price_frequency)
+                in_dim = price_embedding_size
+            self.projections[m] = nn.Linear(in_dim, hidden_size)
+
+    def forward(self, item_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {}
+        for m in self.modalities:
+            feat, mask = getattr(self, f"feat_{m}")[item_ids], getattr(self, f"mask_{m}")[item_ids]
+            if m == "price":
+                feat = self.price_encoder(feat)
+            out[m] = self.projections[m](feat) * mask.unsqueeze(-1).to(feat.dtype)
+        return out
+
+
+class FeatureFusion(nn.Module):
+    """Fuses a list of same-sized vectors: ``sum``, ``concat`` (concat + linear) or ``gating``
+    (softmax weights per position from a linear score of each input)."""
+
+    def __init__(self, mode: str, n_inputs: int, hidden_size: int):
+        super().__init__()
+        if mode not in ("sum", "concat", "gating"):
+            raise ValueError(f"config key `fusion_type` must be sum, concat or gating, got {mode!r}")
+        self.mode = mode
+        if mode == "concat":
+            self.linear = nn.Linear(n_inputs * hidden_size, hidden_size)
+        elif mode == "gating":
+            self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "sum":
+            return torch.stack(list(inputs), dim=0).sum(0)
+        if self.mode == "concat":
+            return self.linear(torch.cat(list(inputs), dim=-1))
+        stacked = torch.stack(list(inputs), dim=-2)  # (..., n, d)
+        weights = torch.softmax(self.score(stacked), dim=-2)
+        return (weights * stacked).sum(-2)

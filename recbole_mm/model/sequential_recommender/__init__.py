@@ -1,4 +1,6 @@
 from recbole_mm.model.sequential_recommender.ant import ANT
 from recbole_mm.model.sequential_recommender.ant_e import ANT_e
+from recbole_mm.model.sequential_recommender.nova import NOVA
+from recbole_mm.model.sequential_recommender.sasrecpp import SASRecPP
 
-__all__ = ["ANT", "ANT_e"]
+__all__ = ["ANT", "ANT_e", "NOVA", "SASRecPP"]
