@@ -19,3 +19,24 @@ def test_speed_benchmark_writes_table(tiny_data_path, tmp_path):
     table = (out / "speed-tiny-all.md").read_text()
     assert "| SASRec (stock RecBole) |" in table and "1.0x" in table
     assert os.path.isfile(out / "speed-tiny-all.json")
+
+
+def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
+    from recbole_mm.bench import compare
+
+    out = tmp_path / "cmp"
+    args = ["--models=ANT,Pop", "--dataset=tiny", f"--out={out}", f"--data_path={tiny_data_path}",
+            "--epochs=2", "--hidden_size=16", "--inner_size=16", "--n_experts=2", "--train_batch_size=256",
+            "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING"]
+    rows = compare.main(args)
+    assert [r["model"] for r in rows] == ["ANT", "Pop"]
+    assert all("error" not in r for r in rows)
+    table = (out / "comparison.md").read_text()
+    assert "| ANT |" in table and "| Pop |" in table
+    csv_text = (out / "comparison.csv").read_text().splitlines()
+    assert csv_text[0].startswith("model,recall@10") and len(csv_text) == 3
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    again = compare.main(args)  # resumes: nothing is trained twice
+    assert "ANT: done before, skipped" in capsys.readouterr().out
+    assert again[0]["test_result"] == rows[0]["test_result"]
