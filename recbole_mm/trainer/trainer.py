@@ -33,7 +33,19 @@ def load_checkpoint(path: str, map_location=None) -> dict:
 class SafeCheckpointMixin:
     """Checkpoint reloads that work under torch >= 2.6."""
 
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model checkpoint, written atomically (a reader never sees half a file)."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        with atomic_output(target) as tmp:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
+        if verbose:
+            self.logger.info(f"Saving current: {target}")
+
     def _load_model_checkpoint(self, checkpoint_file: str) -> None:
+        if not self.config["single_spec"] and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # rank 0 may still be writing the best checkpoint
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
