@@ -87,6 +87,14 @@ def get_trainer(model_type, model_name: str):
     plugin_trainers = importlib.import_module("recbole_mm.trainer")
     if hasattr(plugin_trainers, model_name + "Trainer"):
         return getattr(plugin_trainers, model_name + "Trainer")
-    if _plugin_model_class(model_name) is not None and model_type == ModelType.SEQUENTIAL:
-        return MMTrainer
+    model_class = _plugin_model_class(model_name)
+    if model_class is not None:
+        from recbole_mm.model.multitask_recommender.abstract import MultiTaskRecommender
+
+        if issubclass(model_class, MultiTaskRecommender):
+            from recbole_mm.trainer.multitask import MultiTaskTrainer
+
+            return MultiTaskTrainer
+        if model_type == ModelType.SEQUENTIAL:
+            return MMTrainer
     return with_plugin_mixins(recbole_get_trainer(model_type, model_name))

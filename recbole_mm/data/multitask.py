@@ -222,3 +222,73 @@ def write_synthetic_countries(data_path: str, specs: Optional[Sequence[CountrySp
         convert_csv(csvs["train"], csvs["test"], folder, spec.name, seed=spec.seed)
         folders.append(folder)
     return folders
+
+
+# ----- RecBole data set and loader ---------------------------------------------------------------
+
+from recbole.data.dataset import Dataset as _RecBoleDataset  # noqa: E402
+
+
+class MultiTaskDataset(_RecBoleDataset):
+    """RecBole ``Dataset`` over AliExpress-format atomic files (no user or item ids).
+
+    Categorical codes are float fields holding raw integers (no per-data-set re-mapping), the
+    numerical features float fields, ``click`` and ``conversion`` the two labels.
+    """
+
+    def tensors(self, inter=None):
+        """(categorical int64 (N, 16), numerical float32 (N, 63), labels float32 (N, 2))."""
+        import torch
+
+        inter = self.inter_feat if inter is None else inter
+        categorical = torch.stack([inter[f] for f in CATEGORICAL], dim=1).long()
+        numerical = torch.stack([inter[f] for f in NUMERICAL], dim=1).float()
+        labels = torch.stack([inter[f] for f in LABELS], dim=1).float()
+        return categorical, numerical, labels
+
+    def vocab_sizes(self) -> List[int]:
+        """Largest raw code + 1 of every categorical field (over the loaded rows)."""
+        frame = self.inter_feat
+        if isinstance(frame, pd.DataFrame):
+            return [int(frame[f].max()) + 1 for f in CATEGORICAL]
+        return [int(frame[f].max().item()) + 1 for f in CATEGORICAL]
+
+
+class MultiTaskDataLoader:
+    """Shuffled (or ordered) batches of ``Interaction(categorical, numerical, labels)``."""
+
+    def __init__(self, config, dataset: MultiTaskDataset, batch_size: int, shuffle: bool, rows=None):
+        import torch
+
+        self.config, self._dataset, self.shuffle = config, dataset, shuffle
+        categorical, numerical, labels = dataset.tensors()
+        if rows is not None:
+            index = torch.as_tensor(rows)
+            categorical, numerical, labels = categorical[index], numerical[index], labels[index]
+        self.categorical, self.numerical, self.labels = categorical, numerical, labels
+        self.batch_size = int(batch_size)
+        self.generator = torch.Generator().manual_seed(int(config["seed"]))
+
+        class _Sampler:  # RecBole calls sampler.set_epoch when distributed
+            def set_epoch(self, epoch):
+                pass
+
+        self.sampler = _Sampler()
+
+    @property
+    def dataset(self):
+        return self._dataset
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        import torch
+        from recbole.data.interaction import Interaction
+
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield Interaction({"categorical": self.categorical[idx], "numerical": self.numerical[idx],
+                               "labels": self.labels[idx]})

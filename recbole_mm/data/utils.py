@@ -66,8 +66,11 @@ def create_dataset(config):
 def prepare_data(config, dataset) -> Tuple[object, object, object]:
     """RecBole's train/valid/test loaders; with ``train_whole_sequence`` (plugin models that
     support it) the training loader yields whole sequences (recbole_mm.data.batching)."""
-    train_data, valid_data, test_data = data_preparation(config, dataset)
     model_class = get_model(config["model"])
+    custom = getattr(model_class, "build_dataloaders", None)
+    if custom is not None:
+        return custom(config, dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
     wants_plugin_loader = config["train_whole_sequence"] or config["length_bucketing"]
     if wants_plugin_loader:
         if getattr(model_class, "supports_whole_sequence", False):

@@ -1,0 +1,7 @@
+from recbole_mm.model.multitask_recommender.aitm import AITM
+from recbole_mm.model.multitask_recommender.mmoe import MMoE
+from recbole_mm.model.multitask_recommender.omoe import OMoE
+from recbole_mm.model.multitask_recommender.ple import PLE
+from recbole_mm.model.multitask_recommender.sharedbottom import SharedBottom
+
+__all__ = ["SharedBottom", "OMoE", "MMoE", "PLE", "AITM"]

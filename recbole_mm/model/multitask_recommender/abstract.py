@@ -1,0 +1,92 @@
+"""Base class of the multi-task CTR/CVR backbones."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.utils import InputType, ModelType
+
+from recbole_mm.data.multitask import N_NUMERICAL, MultiTaskDataLoader, MultiTaskDataset
+from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
+
+TASKS = ("ctr", "ctcvr")
+
+
+class MultiTaskRecommender(AbstractRecommender):
+    """Two outputs per row: CTR = p(click) and CTCVR = p(click) * p(conversion | click).
+
+    A subclass builds its shared part in ``build_backbone(input_dim)`` and returns, from
+    ``tower_inputs(x)``, the vector each task tower reads (the features the adversarial critics
+    see). Towers are ``MLP(tower_dims)`` + a linear output. Loss: BCE(CTR, click) +
+    BCE(CTCVR, conversion). ``predict`` returns (N, 2) probabilities.
+    """
+
+    type = ModelType.CONTEXT
+    input_type = InputType.POINTWISE
+    dataset_class = MultiTaskDataset
+    tasks = TASKS
+
+    def __init__(self, config, dataset):
+        super().__init__()
+        self.config = config
+        self.device = config["device"]
+        vocab = config["categorical_vocab_sizes"] or dataset.vocab_sizes()
+        self.input_layer = CategoricalNumericalInput(vocab, N_NUMERICAL, config["embedding_size"])
+        self.dropout_prob = config["dropout_prob"]
+        self.tower_input_dim = self.build_backbone(self.input_layer.output_dim)
+        self.towers = nn.ModuleList(self.build_tower() for _ in self.tasks)
+        self.outputs = nn.ModuleList(nn.Linear(config["tower_dims"][-1], 1) for _ in self.tasks)
+
+    @classmethod
+    def build_dataloaders(cls, config, dataset):
+        """Train / valid / test loaders over the data set's pre-split files."""
+        train, valid, test = dataset.build()
+        return (
+            MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"]),
+            MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False),
+            MultiTaskDataLoader(config, test, config["eval_batch_size"], shuffle=False),
+        )
+
+    # ----- subclasses --------------------------------------------------------------------------
+    def build_backbone(self, input_dim: int) -> int:
+        """Build the shared layers; return the size of each tower's input."""
+        raise NotImplementedError
+
+    def tower_inputs(self, x: torch.Tensor) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+    def build_tower(self) -> nn.Module:
+        return mlp(self.tower_input_dim, self.config["tower_dims"], self.dropout_prob)
+
+    def task_logits(self, tower_inputs: List[torch.Tensor]) -> torch.Tensor:
+        """(N, 2) logits of click and of conversion given click."""
+        return torch.cat([out(tower(h)) for h, tower, out in zip(tower_inputs, self.towers, self.outputs)], dim=1)
+
+    # ----- RecBole interface -------------------------------------------------------------------
+    def features(self, interaction) -> List[torch.Tensor]:
+        return self.tower_inputs(self.input_layer(interaction["categorical"], interaction["numerical"]))
+
+    def probabilities(self, tower_inputs: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits = self.task_logits(tower_inputs)
+        ctr = torch.sigmoid(logits[:, 0])
+        return ctr, ctr * torch.sigmoid(logits[:, 1])
+
+    def forward(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.probabilities(self.features(interaction))
+
+    def task_loss(self, ctr: torch.Tensor, ctcvr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        eps = 1e-7
+        return (F.binary_cross_entropy(ctr.clamp(eps, 1 - eps), labels[:, 0])
+                + F.binary_cross_entropy(ctcvr.clamp(eps, 1 - eps), labels[:, 1]))
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        ctr, ctcvr = self.forward(interaction)
+        return self.task_loss(ctr, ctcvr, interaction["labels"])
+
+    def predict(self, interaction) -> torch.Tensor:
+        ctr, ctcvr = self.forward(interaction)
+        return torch.stack([ctr, ctcvr], dim=1)
