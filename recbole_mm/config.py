@@ -106,6 +106,7 @@ class MMConfig(Config):
         super()._load_internal_config_dict(model, model_class, dataset)
         # a plugin model inherits the YAML of the plugin models it subclasses (ANT_e <- ANT)
         lineage = [c.__name__ for c in reversed(model_class.__mro__) if c.__module__.startswith("recbole_mm.")]
+        lineage = list(getattr(model_class, "yaml_bases", ())) + lineage  # YAMLs of related classes it reuses
         model_files = [plugin_yaml("model", f"{name}.yaml") for name in lineage]
         if model not in lineage:
             model_files.append(plugin_yaml("model", f"{model}.yaml"))

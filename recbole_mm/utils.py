@@ -90,7 +90,12 @@ def get_trainer(model_type, model_name: str):
     model_class = _plugin_model_class(model_name)
     if model_class is not None:
         from recbole_mm.model.multitask_recommender.abstract import MultiTaskRecommender
+        from recbole_mm.model.multitask_recommender.adversarial import AdversarialAdapter
 
+        if issubclass(model_class, AdversarialAdapter):
+            from recbole_mm.trainer.adversarial import AdversarialTrainer
+
+            return AdversarialTrainer
         if issubclass(model_class, MultiTaskRecommender):
             from recbole_mm.trainer.multitask import MultiTaskTrainer
 

@@ -15,7 +15,10 @@ from recbole.utils import ModelType
 
 from recbole_mm.data.batching import SequenceTrainDataLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
+from recbole_mm.data.multitask import SYNTHETIC_COUNTRIES, write_synthetic_countries
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
+
+SYNTHETIC_COUNTRY_NAMES = {spec.name for spec in SYNTHETIC_COUNTRIES}
 from recbole_mm.utils import get_model
 
 
@@ -26,8 +29,12 @@ def check_dataset_files(config) -> None:
     """
     data_path = config["data_path"]  # RecBole has already joined <data_path>/<dataset>
     name = config["dataset"]
-    if not os.path.isdir(data_path) and name in SYNTHETIC_DATASETS:
-        ensure_synthetic(name, os.path.dirname(os.path.normpath(data_path)))
+    if not os.path.isdir(data_path):
+        parent = os.path.dirname(os.path.normpath(data_path))
+        if name in SYNTHETIC_DATASETS:
+            ensure_synthetic(name, parent)
+        elif name in SYNTHETIC_COUNTRY_NAMES:
+            write_synthetic_countries(parent, [s for s in SYNTHETIC_COUNTRIES if s.name == name])
     if not os.path.isdir(data_path):
         raise FileNotFoundError(
             f"data set folder {data_path} not found. Point --data_path at the folder that holds "

@@ -10,10 +10,23 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType, ModelType
 
-from recbole_mm.data.multitask import N_NUMERICAL, MultiTaskDataLoader, MultiTaskDataset
+from recbole_mm.data.multitask import N_NUMERICAL, MultiTaskDataLoader, MultiTaskDataset, stratified_sample
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
+from recbole_mm.trainer.trainer import load_checkpoint
 
 TASKS = ("ctr", "ctcvr")
+
+
+def vocab_sizes_of(checkpoint_file: str) -> List[int]:
+    """Categorical vocabulary sizes of a saved multi-task model (from its embedding shapes)."""
+    state = load_checkpoint(checkpoint_file)["state_dict"]
+    sizes, j = [], 0
+    while f"input_layer.embeddings.{j}.weight" in state:
+        sizes.append(state[f"input_layer.embeddings.{j}.weight"].shape[0] - 1)  # last row: out of vocabulary
+        j += 1
+    if not sizes:
+        raise ValueError(f"{checkpoint_file} holds no multi-task model (no input_layer.embeddings.*)")
+    return sizes
 
 
 class MultiTaskRecommender(AbstractRecommender):
@@ -34,19 +47,29 @@ class MultiTaskRecommender(AbstractRecommender):
         super().__init__()
         self.config = config
         self.device = config["device"]
-        vocab = config["categorical_vocab_sizes"] or dataset.vocab_sizes()
+        init = config["init_checkpoint"]
+        vocab = config["categorical_vocab_sizes"] or (vocab_sizes_of(init) if init else dataset.vocab_sizes())
         self.input_layer = CategoricalNumericalInput(vocab, N_NUMERICAL, config["embedding_size"])
         self.dropout_prob = config["dropout_prob"]
         self.tower_input_dim = self.build_backbone(self.input_layer.output_dim)
         self.towers = nn.ModuleList(self.build_tower() for _ in self.tasks)
         self.outputs = nn.ModuleList(nn.Linear(config["tower_dims"][-1], 1) for _ in self.tasks)
+        if init:
+            self.load_state_dict(load_checkpoint(init)["state_dict"])
 
     @classmethod
     def build_dataloaders(cls, config, dataset):
-        """Train / valid / test loaders over the data set's pre-split files."""
+        """Train / valid / test loaders over the data set's pre-split files. With
+        ``train_sample_ratio`` < 1 training uses a stratified sample of the training rows (label
+        rates kept): the "little target data" setting of the adaptation experiments."""
         train, valid, test = dataset.build()
+        rows = None
+        ratio = config["train_sample_ratio"]
+        if ratio is not None and ratio < 1:
+            _, _, labels = train.tensors()
+            rows = stratified_sample(labels.numpy(), ratio, int(config["seed"]))
         return (
-            MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"]),
+            MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"], rows=rows),
             MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False),
             MultiTaskDataLoader(config, test, config["eval_batch_size"], shuffle=False),
         )
