@@ -21,21 +21,21 @@ import time
 from typing import Dict, List, Tuple
 
 ALL_OFF = {"train_whole_sequence": False, "length_bucketing": False, "trim_batches": False,
-           "cache_item_table": False}
+           "cache_item_table": False, "sort_eval_by_length": False}
+EVAL_ON = {"trim_batches": True, "cache_item_table": True, "sort_eval_by_length": True}
 
 SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
     "basic": [
         ("SASRec (stock RecBole)", "SASRec", {}),
-        ("ANT (defaults: whole sequences, trimmed)", "ANT", {}),
+        ("ANT (defaults: whole sequences, length-bucketed, trimmed)", "ANT", {}),
     ],
     "all": [
         ("SASRec (stock RecBole)", "SASRec", {}),
         ("ANT, all options off (prefix samples padded to 50)", "ANT", ALL_OFF),
-        ("ANT + trimmed batches + cached eval", "ANT", {**ALL_OFF, "trim_batches": True, "cache_item_table": True}),
-        ("ANT + length-bucketed prefix batches", "ANT",
-         {**ALL_OFF, "trim_batches": True, "cache_item_table": True, "length_bucketing": True}),
-        ("ANT + whole sequences (default)", "ANT", {}),
-        ("ANT + whole sequences + length bucketing", "ANT", {"length_bucketing": True}),
+        ("ANT + trimmed batches + cached, length-sorted eval", "ANT", {**ALL_OFF, **EVAL_ON}),
+        ("ANT + length-bucketed prefix batches", "ANT", {**ALL_OFF, **EVAL_ON, "length_bucketing": True}),
+        ("ANT + whole sequences", "ANT", {"train_whole_sequence": True, "length_bucketing": False}),
+        ("ANT + whole sequences + length bucketing (default)", "ANT", {}),
     ],
 }
 
