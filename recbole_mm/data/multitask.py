@@ -15,6 +15,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from recbole.data.dataset import Dataset as RecBoleDataset
+from recbole.data.interaction import Interaction
 
 from recbole_mm.fileio import atomic_output
 
@@ -226,10 +229,8 @@ def write_synthetic_countries(data_path: str, specs: Optional[Sequence[CountrySp
 
 # ----- RecBole data set and loader ---------------------------------------------------------------
 
-from recbole.data.dataset import Dataset as _RecBoleDataset  # noqa: E402
 
-
-class MultiTaskDataset(_RecBoleDataset):
+class MultiTaskDataset(RecBoleDataset):
     """RecBole ``Dataset`` over AliExpress-format atomic files (no user or item ids).
 
     Categorical codes are float fields holding raw integers (no per-data-set re-mapping), the
@@ -238,8 +239,6 @@ class MultiTaskDataset(_RecBoleDataset):
 
     def tensors(self, inter=None):
         """(categorical int64 (N, 16), numerical float32 (N, 63), labels float32 (N, 2))."""
-        import torch
-
         inter = self.inter_feat if inter is None else inter
         categorical = torch.stack([inter[f] for f in CATEGORICAL], dim=1).long()
         numerical = torch.stack([inter[f] for f in NUMERICAL], dim=1).float()
@@ -258,8 +257,6 @@ class MultiTaskDataLoader:
     """Shuffled (or ordered) batches of ``Interaction(categorical, numerical, labels)``."""
 
     def __init__(self, config, dataset: MultiTaskDataset, batch_size: int, shuffle: bool, rows=None):
-        import torch
-
         self.config, self._dataset, self.shuffle = config, dataset, shuffle
         categorical, numerical, labels = dataset.tensors()
         if rows is not None:
@@ -283,9 +280,6 @@ class MultiTaskDataLoader:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
-        import torch
-        from recbole.data.interaction import Interaction
-
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
