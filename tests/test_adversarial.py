@@ -79,3 +79,14 @@ def test_taa_runs_through_runner(adaptation_setup):
                                              "source_checkpoint": checkpoint, "epochs": 1,
                                              "checkpoint_dir": str(root + "/saved_taa")})
     assert 0.5 < result["test_result"]["ctr_auc"] <= 1.0
+
+
+def test_adapter_rebuilds_the_source_architecture(adaptation_setup, tmp_path):
+    root, _ = adaptation_setup
+    source = run("PLE", "SRC", config_dict={**SMALL, "data_path": root, "epochs": 1, "ple_levels": 1,
+                                             "n_specific_experts": 1, "n_shared_experts": 1,
+                                             "checkpoint_dir": str(tmp_path)})
+    # TAA's own config knows nothing of PLE's keys: they come from the source checkpoint
+    _, model, _, _ = build("TAA", root, source["checkpoint"], backbone="PLE")
+    assert len(model.target.levels) == 1
+    assert model.target.config["n_shared_experts"] == 1

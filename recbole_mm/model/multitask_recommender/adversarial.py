@@ -24,6 +24,10 @@ from recbole_mm.model.multitask_recommender.abstract import TASKS, MultiTaskReco
 from recbole_mm.trainer.trainer import load_checkpoint
 
 
+ARCHITECTURE_KEYS = ("embedding_size", "bottom_dims", "tower_dims", "dropout_prob", "n_experts", "ple_levels",
+                     "n_specific_experts", "n_shared_experts")
+
+
 class Critic(nn.Module):
     """WGAN critic: ``input -> 64 -> 16 -> 1`` (``critic_dims``), ReLU between, a plain linear score."""
 
@@ -81,6 +85,9 @@ class AdversarialAdapter(AbstractRecommender):
         if not issubclass(backbone_class, MultiTaskRecommender):
             raise ValueError(f"backbone {backbone_name!r} is not a multi-task model")
         config["categorical_vocab_sizes"] = vocab_sizes_of(source_file)
+        for key in ARCHITECTURE_KEYS:  # the target model is built exactly like the source model
+            if source["config"][key] is not None:
+                config[key] = source["config"][key]
         self.backbone_name = backbone_name
         self.target = backbone_class(config, dataset)
         self.target.load_state_dict(source["state_dict"])
