@@ -79,6 +79,7 @@ def test_taa_runs_through_runner(adaptation_setup):
                                              "source_checkpoint": checkpoint, "epochs": 1,
                                              "checkpoint_dir": str(root + "/saved_taa")})
     assert 0.5 < result["test_result"]["ctr_auc"] <= 1.0
+    assert result["epochs_trained"] == 1 and result["train_epoch_seconds"][0] > 0
 
 
 def test_adapter_rebuilds_the_source_architecture(adaptation_setup, tmp_path):

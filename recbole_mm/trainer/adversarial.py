@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from recbole_mm.trainer.multitask import MultiTaskTrainer
+from recbole_mm.trainer.multitask import MultiTaskEvaluation
+from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin
 
 
 def _cycle(loader):
@@ -12,7 +13,7 @@ def _cycle(loader):
         yield from loader
 
 
-class AdversarialTrainer(MultiTaskTrainer):
+class AdversarialEpochs(MultiTaskEvaluation):
     """Per step: ``n_critic`` critic updates on (source batch, target batch), then one update of
     the target model on task loss + ``adv_weight`` x the critics' Wasserstein estimates.
 
@@ -20,6 +21,39 @@ class AdversarialTrainer(MultiTaskTrainer):
     loader's (a stratified ``train_sample_ratio`` sample of the target). ``adapt_task_loss`` says
     on which labelled rows the task loss is taken: ``[source, target]`` by default.
     """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train()
+        target_batches = _cycle(train_data)
+        totals = [0.0, 0.0, 0.0]
+        for source_batch in self.source_loader:
+            source_batch = source_batch.to(self.device)
+            target_batch = next(target_batches).to(self.device)
+            for _ in range(self.n_critic):
+                self.critic_optimizer.zero_grad()
+                critic_loss = self.model.critic_loss(source_batch, target_batch, self.gp_weight)
+                critic_loss.backward()
+                self.critic_optimizer.step()
+            self.optimizer.zero_grad()
+            task_loss = 0.0
+            if "target" in self.task_loss_on:
+                task_loss = task_loss + self.model.calculate_loss(target_batch)
+            if "source" in self.task_loss_on:
+                task_loss = task_loss + self.model.calculate_loss(source_batch)
+            adversarial = self.model.adversarial_loss(source_batch, target_batch)
+            loss = task_loss + self.adv_weight * adversarial
+            self._check_nan(loss)
+            loss.backward()
+            self.optimizer.step()
+            totals[0] += float(torch.as_tensor(task_loss).detach())
+            totals[1] += float(adversarial.detach())
+            totals[2] += float(critic_loss.detach())
+        return tuple(totals)
+
+
+class AdversarialTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, AdversarialEpochs):
+    """TAA / DAA trainer: the adversarial epochs of :class:`AdversarialEpochs` with the plugin's
+    timing, checkpointing and CPU-distributed mixins."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -49,31 +83,3 @@ class AdversarialTrainer(MultiTaskTrainer):
         check_dataset_files(source_config)
         train, _, _ = MultiTaskDataset(source_config).build()
         return MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=True)
-
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self.model.train()
-        target_batches = _cycle(train_data)
-        totals = [0.0, 0.0, 0.0]
-        for source_batch in self.source_loader:
-            source_batch = source_batch.to(self.device)
-            target_batch = next(target_batches).to(self.device)
-            for _ in range(self.n_critic):
-                self.critic_optimizer.zero_grad()
-                critic_loss = self.model.critic_loss(source_batch, target_batch, self.gp_weight)
-                critic_loss.backward()
-                self.critic_optimizer.step()
-            self.optimizer.zero_grad()
-            task_loss = 0.0
-            if "target" in self.task_loss_on:
-                task_loss = task_loss + self.model.calculate_loss(target_batch)
-            if "source" in self.task_loss_on:
-                task_loss = task_loss + self.model.calculate_loss(source_batch)
-            adversarial = self.model.adversarial_loss(source_batch, target_batch)
-            loss = task_loss + self.adv_weight * adversarial
-            self._check_nan(loss)
-            loss.backward()
-            self.optimizer.step()
-            totals[0] += float(torch.as_tensor(task_loss).detach())
-            totals[1] += float(adversarial.detach())
-            totals[2] += float(critic_loss.detach())
-        return tuple(totals)
