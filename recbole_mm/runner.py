@@ -1,6 +1,6 @@
 """The run pipeline: Config -> data set -> loaders -> model -> trainer -> results.
 
-Built from RecBole's parts (``recbole.quick_start`` is never imported: it pulls in ray).
+Built from RecBole's parts; RecBole's quick-start module is never imported (it pulls in ray).
 """
 
 from __future__ import annotations
