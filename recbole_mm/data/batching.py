@@ -232,3 +232,31 @@ class SequenceTrainDataLoader:
         self._iterations += 1
         return epoch
 
+
+class PrefixTrainDataLoader(SequenceTrainDataLoader):
+    """RecBole's prefix samples for *stock* sequential models, in length-bucketed batches trimmed
+    to their longest row (``stock_length_bucketing``).
+
+    Yields the fields a stock model's ``calculate_loss`` reads (user id, history, history
+    length, next item), so the model code runs unchanged; each sample is the one RecBole's loader
+    would give, only the batches group samples of similar length.
+    """
+
+    def __init__(self, config, dataset, shuffle: bool = True):
+        super().__init__(config, dataset, shuffle=shuffle, whole_sequences=False)
+        self.iid_field = dataset.iid_field
+
+    def __iter__(self) -> Iterator[Interaction]:
+        for batch in super().__iter__():
+            targets = batch[TARGET_SEQ_FIELD]
+            lengths = batch[self.item_len_field]
+            next_items = targets[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)]
+            yield Interaction(
+                {
+                    self.uid_field: batch[self.uid_field],
+                    self.item_seq_field: batch[self.item_seq_field],
+                    self.item_len_field: lengths,
+                    self.iid_field: next_items,
+                }
+            )
+

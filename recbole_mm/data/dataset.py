@@ -26,7 +26,21 @@ from recbole_mm.data.features import (
 
 
 class BenchmarkSequentialDataset(SequentialDataset):
-    """``SequentialDataset`` whose list fields keep the *last* ``MAX_ITEM_LIST_LENGTH`` items."""
+    """``SequentialDataset`` whose list fields keep the *last* ``MAX_ITEM_LIST_LENGTH`` items.
+
+    A ``<D>.item`` / ``<D>.user`` file missing from the data folder is also looked for in
+    ``feature_dir``: pre-split data folders may be read-only (``../shared/datasets``), so item
+    attributes built by the preprocessing (e.g. the categories that FDSA and S3Rec use) live
+    beside the feature files.
+    """
+
+    def _load_user_or_item_feat(self, token, dataset_path, source, field_name):
+        feature_dir = self.config["feature_dir"]
+        own_file = os.path.join(dataset_path, f"{token}.{source.value}")
+        if feature_dir and not os.path.isfile(own_file):
+            if os.path.isfile(os.path.join(feature_dir, f"{token}.{source.value}")):
+                dataset_path = feature_dir
+        return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
 
     def _benchmark_presets(self):
         max_len = self.config["MAX_ITEM_LIST_LENGTH"]

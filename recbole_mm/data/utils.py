@@ -13,7 +13,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
-from recbole_mm.data.batching import SequenceTrainDataLoader
+from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
 from recbole_mm.data.multitask import SYNTHETIC_COUNTRIES, write_synthetic_countries
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
@@ -42,6 +42,7 @@ def check_dataset_files(config) -> None:
             f"preprocessing (docs/preprocessing.md), or use the embedded synthetic data "
             f"(--dataset={next(iter(SYNTHETIC_DATASETS))})"
         )
+    _check_item_attribute_file(config, data_path, name)
     parts = config["benchmark_filename"]
     if parts:
         for part in parts:
@@ -53,6 +54,23 @@ def check_dataset_files(config) -> None:
                 )
     elif not os.path.isfile(os.path.join(data_path, f"{name}.inter")):
         raise FileNotFoundError(f"{os.path.join(data_path, name + '.inter')} not found")
+
+
+# Stock models that read item attribute fields from a <D>.item file, and the keys naming them
+ATTRIBUTE_MODELS = {"FDSA": "selected_features", "S3Rec": "item_attribute"}
+
+
+def _check_item_attribute_file(config, data_path: str, name: str) -> None:
+    key = ATTRIBUTE_MODELS.get(config["model"])
+    if key is None or not config[key]:
+        return
+    places = [data_path] + ([config["feature_dir"]] if config["feature_dir"] else [])
+    if not any(os.path.isfile(os.path.join(p, f"{name}.item")) for p in places):
+        raise FileNotFoundError(
+            f"{config['model']} reads the item attribute(s) {config[key]} (config key `{key}`) from "
+            f"{name}.item, found in neither {' nor '.join(places)}. For a benchmark folder with "
+            f"{name}.text: python -m recbole_mm.preprocess.attributes --src <folder> --out {places[-1]}"
+        )
 
 
 def create_dataset(config):
@@ -78,6 +96,8 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
     if custom is not None:
         return custom(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if config["stock_length_bucketing"] and not hasattr(model_class, "supports_whole_sequence"):
+        train_data = _stock_prefix_loader(config, train_data)
     wants_plugin_loader = config["train_whole_sequence"] or config["length_bucketing"]
     if wants_plugin_loader:
         if getattr(model_class, "supports_whole_sequence", False):
@@ -85,7 +105,7 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
                 config, train_data._dataset, shuffle=config["shuffle"],
                 whole_sequences=bool(config["train_whole_sequence"]),
             )
-        else:
+        elif not isinstance(train_data, PrefixTrainDataLoader):
             getLogger().info(
                 f"train_whole_sequence / length_bucketing are ignored for {config['model']}: "
                 f"it trains on RecBole's prefix samples"
@@ -94,6 +114,32 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
         for loader in (valid_data, test_data):
             sort_by_history_length(loader._dataset)
     return train_data, valid_data, test_data
+
+
+# Stock RecBole sequential models whose outputs do not depend on trailing padding (causal or
+# padding-masked encoders, last-position readout) and whose training batches need no transform
+LENGTH_AGNOSTIC_STOCK_MODELS = ("SASRec", "GRU4Rec", "FDSA", "S3Rec", "NARM", "STAMP", "SRGNN", "GCSAN")
+
+
+def _stock_prefix_loader(config, train_data):
+    """``stock_length_bucketing``: the same prefix samples in length-bucketed, trimmed batches,
+    for the stock models known to be exact under trimming; the others keep RecBole's loader."""
+    name = config["model"]
+    reasons = []
+    if name not in LENGTH_AGNOSTIC_STOCK_MODELS:
+        reasons.append(f"{name} is not in the models known to be exact under trimming {LENGTH_AGNOSTIC_STOCK_MODELS}")
+    negatives = config["train_neg_sample_args"] or {}
+    if negatives.get("distribution", "none") != "none":
+        reasons.append("it samples negatives (loss_type BPR): use loss_type CE")
+    if config["transform"]:
+        reasons.append(f"its batches need the transform {config['transform']!r}")
+    if name == "S3Rec" and config["train_stage"] == "pretrain":
+        reasons.append("S3Rec's pre-training builds its own samples")
+    if reasons:
+        getLogger().info(f"stock_length_bucketing is ignored for {name}: " + "; ".join(reasons))
+        return train_data
+    getLogger().info(f"{name}: RecBole's prefix samples in length-bucketed, trimmed batches (stock_length_bucketing)")
+    return PrefixTrainDataLoader(config, train_data._dataset, shuffle=config["shuffle"])
 
 
 def sort_by_history_length(dataset) -> None:

@@ -1,0 +1,63 @@
+"""stock_length_bucketing: stock RecBole models on the same prefix samples in trimmed,
+length-bucketed batches."""
+
+from collections import Counter
+
+import torch
+
+from recbole_mm.config import MMConfig
+from recbole_mm.data.batching import PrefixTrainDataLoader
+from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.runner import run
+from recbole_mm.utils import get_model
+
+from test_runner import most_popular_recall_at_10
+
+
+def _loaders(tiny_config, model="SASRec", **overrides):
+    config = MMConfig(model, "tiny", config_dict=tiny_config(stock_length_bucketing=True, **overrides))
+    dataset = create_dataset(config)
+    return config, dataset, prepare_data(config, dataset)
+
+
+def test_prefix_loader_yields_every_recbole_sample_once_with_less_padding(tiny_config):
+    config, dataset, (train, _, _) = _loaders(tiny_config)
+    assert isinstance(train, PrefixTrainDataLoader)
+    inter = train.dataset.inter_feat
+    expected = Counter(
+        (int(u), tuple(h[:n].tolist()), int(t))
+        for u, h, n, t in zip(inter["user_id"], inter["item_id_list"], inter["item_length"], inter["item_id"])
+    )
+    seen, padded = Counter(), 0
+    for batch in train:
+        seqs, lengths = batch["item_id_list"], batch["item_length"]
+        assert seqs.size(1) == int(lengths.max())  # trimmed to the longest row
+        padded += seqs.numel()
+        for u, h, n, t in zip(batch["user_id"], seqs, lengths, batch["item_id"]):
+            seen[(int(u), tuple(h[:n].tolist()), int(t))] += 1
+    assert seen == expected
+    assert padded < 0.7 * len(inter) * config["MAX_ITEM_LIST_LENGTH"]
+
+
+def test_trimmed_batch_gives_stock_sasrec_the_same_loss(tiny_config):
+    config, dataset, (train, _, _) = _loaders(tiny_config, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    model = get_model("SASRec")(config, train.dataset).eval()
+    batch = next(iter(train))
+    width = config["MAX_ITEM_LIST_LENGTH"]
+    full = torch.zeros(len(batch), width, dtype=torch.long)
+    full[:, : batch["item_id_list"].size(1)] = batch["item_id_list"]
+    with torch.no_grad():
+        trimmed_loss = model.calculate_loss(batch)
+        batch.interaction["item_id_list"] = full
+        full_loss = model.calculate_loss(batch)
+    assert torch.allclose(trimmed_loss, full_loss, atol=1e-5)
+
+
+def test_models_without_exact_trimming_keep_recbole_loader(tiny_config):
+    _, _, (train, _, _) = _loaders(tiny_config, model="NPE")
+    assert not isinstance(train, PrefixTrainDataLoader)
+
+
+def test_stock_sasrec_with_bucketing_beats_most_popular(tiny_config, tiny_data_path):
+    result = run("SASRec", "tiny", config_dict=tiny_config(epochs=12, stock_length_bucketing=True))
+    assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path)
