@@ -51,6 +51,24 @@ def encode_texts(
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     tokenizer, model = load_encoder(encoder_path or default_text_encoder_path(), device)
+    return embed_texts(tokenizer, model, texts, pooling, batch_size, max_length, device, normalize, show_progress)
+
+
+@torch.no_grad()
+def embed_texts(
+    tokenizer,
+    model,
+    texts: Sequence[str],
+    pooling: str = "mean",
+    batch_size: int = 64,
+    max_length: int = 128,
+    device: str = "cpu",
+    normalize: bool = False,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Embed ``texts`` with an already loaded (tokenizer, model) -> (N, d) float32."""
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     out: List[np.ndarray] = []
     batches = range(0, len(texts), batch_size)
     for start in tqdm(batches, desc="text features", disable=not show_progress, ncols=100):

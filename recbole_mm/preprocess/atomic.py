@@ -1,0 +1,178 @@
+"""Raw interactions -> the plugin's benchmark atomic files (docs/data.md, docs/preprocess.md).
+
+Steps: drop items without metadata (or title), drop repeated (user, item) pairs, k-core
+filtering iterated to a fixed point, per-user chronological order (ties keep the order of
+the reviews file, or ASIN order), deterministic ids, leave-one-out split with every training
+prefix, histories cut to the last ``max_history_length`` items.
+
+Ids: users are numbered 0.. in ``reviewerID`` order (sorted as strings); items are numbered
+0.. in order of first appearance when walking the users in id order and each user's items
+chronologically (the layout of the UniSRec / ANT Scientific release).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from logging import getLogger
+from typing import Dict, List, Sequence, Tuple
+
+import pandas as pd
+
+from recbole_mm.fileio import atomic_output
+
+INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+
+
+class EmptyDataError(ValueError):
+    """Filtering left nothing to write."""
+
+
+@dataclass
+class Sequences:
+    """Chronological item sequences with their ids: ``users[u]`` is the reviewerID of user
+    index ``u``, ``sequences[u]`` its item indices; ``items[i]`` is the ASIN of item index ``i``."""
+
+    users: List[str]
+    items: List[str]
+    sequences: List[List[int]]
+
+
+def k_core(frame: pd.DataFrame, user_k: int, item_k: int) -> Tuple[pd.DataFrame, int]:
+    """Drop users with < ``user_k`` and items with < ``item_k`` interactions until both hold
+    (a fixed point); returns the frame and the number of rounds."""
+    rounds = 0
+    while True:
+        rounds += 1
+        user_count = frame.groupby("user")["item"].transform("size")
+        item_count = frame.groupby("item")["user"].transform("size")
+        keep = (user_count >= user_k) & (item_count >= item_k)
+        if keep.all():
+            return frame, rounds
+        frame = frame[keep]
+        if frame.empty:
+            return frame, rounds
+
+
+def filter_interactions(frame: pd.DataFrame, items_with_meta: set, user_k: int, item_k: int,
+                        drop_duplicates: bool = True) -> Tuple[pd.DataFrame, Dict[str, int]]:
+    """Metadata filter, duplicate filter, k-core; returns the frame and per-step row counts."""
+    log = {"raw": len(frame)}
+    frame = frame[frame["item"].isin(items_with_meta)]
+    log["with_metadata"] = len(frame)
+    if drop_duplicates:
+        frame = frame.sort_values(["time", "line"], kind="stable").drop_duplicates(["user", "item"], keep="first")
+    log["without_duplicates"] = len(frame)
+    frame, rounds = k_core(frame, user_k, item_k)
+    log["k_core"] = len(frame)
+    log["k_core_rounds"] = rounds
+    if frame.empty:
+        raise EmptyDataError(
+            f"no interactions left after the {user_k}/{item_k}-core filter (users/items); counts per step: {log}. "
+            f"Lower `k_core` (or `user_k_core` / `item_k_core`) or check the reviews and metadata files match"
+        )
+    return frame, log
+
+
+def order_sequences(frame: pd.DataFrame, tie_break: str = "file_order") -> Sequences:
+    """Per-user chronological sequences with the documented deterministic ids."""
+    if tie_break not in ("file_order", "asin"):
+        raise ValueError(f"config key `tie_break`: expected file_order or asin, got {tie_break!r}")
+    second = "line" if tie_break == "file_order" else "item"
+    frame = frame.sort_values(["user", "time", second, "line"], kind="stable")
+    users: List[str] = []
+    item_index: Dict[str, int] = {}
+    sequences: List[List[int]] = []
+    for user, group in frame.groupby("user", sort=True):
+        seq = []
+        for asin in group["item"].tolist():
+            if asin not in item_index:
+                item_index[asin] = len(item_index)
+            seq.append(item_index[asin])
+        users.append(str(user))
+        sequences.append(seq)
+    return Sequences(users=users, items=list(item_index), sequences=sequences)
+
+
+def split_rows(sequences: Sequence[Sequence[int]], max_history: int):
+    """Leave-one-out rows ``(user index, history, target)``: train = every prefix ending before
+    the second-to-last item (history of length >= 1), valid = target second-to-last, test =
+    target last. Histories keep their last ``max_history`` items."""
+    train, valid, test = [], [], []
+    for u, seq in enumerate(sequences):
+        n = len(seq)
+        if n < 3:
+            raise EmptyDataError(f"user index {u} has {n} interactions; a leave-one-out split needs at least 3")
+        for t in range(1, n - 2):
+            train.append((u, seq[max(0, t - max_history):t], seq[t]))
+        valid.append((u, seq[max(0, n - 2 - max_history):n - 2], seq[n - 2]))
+        test.append((u, seq[max(0, n - 1 - max_history):n - 1], seq[n - 1]))
+    return train, valid, test
+
+
+def _write_lines(path: str, header: str, lines) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            if header:
+                f.write(header)
+            for line in lines:
+                f.write(line)
+
+
+def write_atomic_files(out_dir: str, name: str, seqs: Sequences, meta: Dict[str, dict], max_history: int) -> List[str]:
+    """Write ``<D>.train/valid/test.inter``, ``<D>.item``, ``<D>.text``, ``<D>.item2index`` and
+    ``<D>.user2index`` into ``out_dir``; returns the paths."""
+    train, valid, test = split_rows(seqs.sequences, max_history)
+    paths = []
+    for part, rows in (("train", train), ("valid", valid), ("test", test)):
+        path = os.path.join(out_dir, f"{name}.{part}.inter")
+        _write_lines(path, INTER_HEADER,
+                     (f"{u}\t{' '.join(map(str, hist))}\t{target}\n" for u, hist, target in rows))
+        paths.append(path)
+    path = os.path.join(out_dir, f"{name}.item")
+    _write_lines(path, "item_id:token\tasin:token\tbrand:token\tprice:float\n",
+                 (f"{i}\t{asin}\t{_field(meta[asin]['brand'])}\t{_price(meta[asin]['price'])}\n"
+                  for i, asin in enumerate(seqs.items)))
+    paths.append(path)
+    path = os.path.join(out_dir, f"{name}.text")
+    _write_lines(path, "item_id:token\ttext:token_seq\n",
+                 (f"{asin}\t{_field(meta[asin]['text'])}\n" for asin in seqs.items))
+    paths.append(path)
+    for suffix, keys in (("item2index", seqs.items), ("user2index", seqs.users)):
+        path = os.path.join(out_dir, f"{name}.{suffix}")
+        _write_lines(path, "", (f"{key}\t{i}\n" for i, key in enumerate(keys)))
+        paths.append(path)
+    getLogger().info(f"{name}: {len(train)} train prefixes, {len(valid)} valid and {len(test)} test rows in {out_dir}")
+    return paths
+
+
+def _field(text: str) -> str:
+    return " ".join(str(text).split())  # no tabs or newlines inside a field
+
+
+def _price(price) -> str:
+    return "" if price is None else repr(float(price))
+
+
+def table1_statistics(seqs: Sequences) -> Dict[str, float]:
+    """The ANT paper's Table I columns: #users, #items, #interactions, per-user and per-item averages."""
+    n_users, n_items = len(seqs.users), len(seqs.items)
+    n_inter = sum(len(s) for s in seqs.sequences)
+    return {
+        "users": n_users,
+        "items": n_items,
+        "interactions": n_inter,
+        "avg_per_user": round(n_inter / n_users, 2) if n_users else 0.0,
+        "avg_per_item": round(n_inter / n_items, 2) if n_items else 0.0,
+        "density": round(n_inter / (n_users * n_items), 6) if n_users and n_items else 0.0,
+    }
+
+
+def format_table1(name: str, stats: Dict[str, float]) -> str:
+    """Markdown table in the form of the ANT paper's Table I."""
+    return (
+        "| Dataset | #Users | #Items | #Inters. | Avg. n per user | Avg. n per item |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {name} | {stats['users']:,} | {stats['items']:,} | {stats['interactions']:,} | "
+        f"{stats['avg_per_user']:.2f} | {stats['avg_per_item']:.2f} |"
+    )
