@@ -61,3 +61,40 @@ def test_models_without_exact_trimming_keep_recbole_loader(tiny_config):
 def test_stock_sasrec_with_bucketing_beats_most_popular(tiny_config, tiny_data_path):
     result = run("SASRec", "tiny", config_dict=tiny_config(epochs=12, stock_length_bucketing=True))
     assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path)
+
+
+def test_item_attributes_from_benchmark_text(tmp_path):
+    from recbole_mm.preprocess.attributes import write_item_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "D.item2index").write_text("A1\t0\nB2\t1\nC3\t2\n")
+    (src / "D.text").write_text(
+        "item_id:token\ttext:token_seq\n"
+        "A1\tSaw blade 5. in. Tools & Home Power Tools Saws. ACME. \n"
+        "B2\tGlue. Tools & Home Adhesives. Gorilla. \n"
+        "C3\tOnly a title\n"
+    )
+    path = write_item_file(str(src), str(tmp_path / "out"), "D")
+    lines = open(path).read().splitlines()
+    assert lines[0] == "item_id:token\tbrand:token\tcategories:token_seq"
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in lines[1:]}
+    # keyed by the .inter tokens; title periods kept in the title; words of > half the items dropped
+    assert rows["0"] == ["ACME", "power saws"]
+    assert rows["1"] == ["Gorilla", "adhesives"]
+    assert rows["2"] == ["[unknown]", ""]
+
+
+def test_fdsa_without_item_file_names_the_command(tiny_config, tiny_data_path, tmp_path):
+    import shutil
+
+    import pytest
+
+    folder = tmp_path / "data" / "tiny"
+    folder.mkdir(parents=True)
+    for part in ("train", "valid", "test"):  # the split files only: no tiny.item
+        shutil.copy(f"{tiny_data_path}/tiny/tiny.{part}.inter", folder)
+    config = MMConfig("FDSA", "tiny", config_dict=tiny_config(
+        data_path=str(tmp_path / "data"), selected_features=["brand"], feature_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="recbole_mm.preprocess.attributes"):
+        create_dataset(config)
