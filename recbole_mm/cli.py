@@ -15,7 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides a config key (RecBole style).",
     )
     parser.add_argument("--model", "-m", default="ANT", help="model name (plugin first, then RecBole)")
-    parser.add_argument("--dataset", "-d", default=DEFAULT_SYNTHETIC, help="data set name")
+    parser.add_argument("--dataset", "-d", default=None,
+                        help=f"data set name; A,B,C = several domains (--stage=pretrain); default: the "
+                             f"config files' `dataset`, else {DEFAULT_SYNTHETIC}")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later wins")
     parser.add_argument("--nproc", type=int, default=1, help="processes for torch.distributed training")
     parser.add_argument("--port", type=int, default=29533, help="TCP port of the distributed rendezvous")
@@ -28,10 +30,29 @@ def main(argv: Optional[List[str]] = None) -> dict:
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     from recbole_mm.runner import run
 
+    dataset = args.dataset
+    if dataset is None and not _files_name_dataset(config_files):
+        dataset = DEFAULT_SYNTHETIC
+
     sys.argv = [sys.argv[0]] + list(argv)
-    result = run(args.model, args.dataset, config_file_list=config_files, read_command_line=True,
+    result = run(args.model, dataset, config_file_list=config_files, read_command_line=True,
                  nproc=args.nproc, port=args.port)
-    print(f"best valid ({result['valid_metric']}): {result['best_valid_result']}")
-    print(f"test: {result['test_result']}")
+    if result.get("stage") == "pretrain":
+        print(f"pre-training loss per epoch: {[round(r['total'], 4) for r in result['pretrain_loss']]}")
+        print(f"transferable checkpoint: {result['checkpoint']}")
+    else:
+        print(f"best valid ({result['valid_metric']}): {result['best_valid_result']}")
+        print(f"test: {result['test_result']}")
     print(f"results written to {result.get('results_file')}")
     return result
+
+
+def _files_name_dataset(config_files: Optional[List[str]]) -> bool:
+    """Whether one of the YAML files sets `dataset` (a name or a list of domains)."""
+    import yaml
+
+    for path in config_files or []:
+        with open(path, "r", encoding="utf-8") as f:
+            if "dataset" in (yaml.safe_load(f) or {}):
+                return True
+    return False

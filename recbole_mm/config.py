@@ -100,6 +100,8 @@ class MMConfig(Config):
             dataset = self.external_config_dict.get("dataset")
             if dataset is None:
                 raise KeyError("no dataset given: pass --dataset=<name>")
+        if isinstance(dataset, (list, tuple)):  # several domains (stage pretrain): one "A,B,C" name
+            dataset = ",".join(str(d) for d in dataset)
         return model, model_class, dataset
 
     def _load_internal_config_dict(self, model, model_class, dataset):

@@ -17,6 +17,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.fileio import write_json_atomic
+from recbole_mm.transfer import apply_adaptation
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -106,6 +107,12 @@ def run_single(
     log_file = setup_logging(config)
     logger = getLogger()
     logger.info(config)
+    if config["stage"] == "pretrain":  # several domains, transferable checkpoint (docs/transfer.md)
+        from recbole_mm.trainer.pretrain import run_pretrain
+
+        return _write_result(run_pretrain(config, log_file), config, log_file)
+    if config["stage"] not in (None, "train"):
+        raise ValueError(f"config key `stage` must be train or pretrain, got {config['stage']!r}")
 
     data = create_dataset(config)
     logger.info(data)
@@ -114,6 +121,7 @@ def run_single(
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
+    adaptation = apply_adaptation(model_obj, config, logger)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     if not config["single_spec"]:  # every rank must name rank 0's checkpoint (it embeds the start time)
         names = [trainer.saved_model_file]
@@ -148,7 +156,13 @@ def run_single(
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
         "device": str(config["device"]),
+        "adaptation": adaptation,
     }
+    return _write_result(result, config, log_file)
+
+
+def _write_result(result: dict, config, log_file: str) -> dict:
+    """Write the results JSON beside the log (rank 0) and leave the process group."""
     if config["local_rank"] == 0:
         result["results_file"] = os.path.splitext(log_file)[0] + ".json"
         write_json_atomic(result["results_file"], result)

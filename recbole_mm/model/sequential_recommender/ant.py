@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
+from recbole_mm.model.transfer import TransferableRecommender, in_batch_contrastive
 
 
-class ANT(MMSequentialRecommender):
+class ANT(TransferableRecommender):
     r"""ANT (Peng, Parthasarathy, Ning: "Multi-modality Meets Re-learning: Mitigating Negative
     Transfer in Sequential Recommendation").
 
@@ -20,15 +19,23 @@ class ANT(MMSequentialRecommender):
     sequence; scores are cosine similarities divided by ``temperature``, trained with
     cross-entropy against all items.
 
+    Pre-training (``stage: pretrain``, several domains) uses an in-batch sequence-item
+    contrastive loss plus ``pretrain_image_text_weight`` x an image-text contrastive loss over
+    the batch's items that have both modalities; adaptation modes as in the paper
+    (docs/transfer.md).
+
     Differences from the paper: a modality an item lacks contributes a zero vector (the
     paper's data has every modality); whole-sequence training and batch trimming are
     optional speed-ups that leave the objective unchanged.
     """
 
+    transfer_family = "ANT"
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size = config["hidden_size"]
         self.temperature = config["temperature"]
+        self.image_text_weight = config["pretrain_image_text_weight"]
         features, masks = self.load_modalities(config, dataset)
         self.item_encoder = MultiModalItemEncoder(
             features,
@@ -43,13 +50,13 @@ class ANT(MMSequentialRecommender):
         self.sequence_encoder = CausalTransformer(config, self.hidden_size)
         self.sequence_encoder.apply(self.init_weights)
 
-    def item_table(self) -> torch.Tensor:
-        return self.item_encoder()
-
-    def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        return self.sequence_encoder(item_seq, table[item_seq])
-
-    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        seq_output = F.normalize(seq_output, dim=-1)
-        table = F.normalize(table, dim=-1)
-        return seq_output @ table.transpose(-1, -2) / self.temperature
+    def auxiliary_pretrain_loss(self, interaction, item_seq, output, batch_items) -> torch.Tensor:
+        """``pretrain_image_text_weight`` x image-text InfoNCE over batch items with both modalities."""
+        encoder = self.item_encoder
+        if not self.image_text_weight or not {"image", "text"} <= set(encoder.modalities):
+            return output.new_zeros(())
+        items = batch_items[encoder.mask("image")[batch_items] & encoder.mask("text")[batch_items]]
+        if len(items) < 2:
+            return output.new_zeros(())
+        emb = encoder.modality_embeddings(items)
+        return self.image_text_weight * in_batch_contrastive(emb["text"], emb["image"], self.temperature)

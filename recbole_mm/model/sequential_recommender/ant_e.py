@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
-
 from recbole_mm.model.sequential_recommender.ant import ANT
+from recbole_mm.model.transfer import new_item_embedding
 
 
 class ANT_e(ANT):
@@ -13,15 +11,9 @@ class ANT_e(ANT):
     item-ID embedding, both in the sequence input and in the candidate representations.
 
     The ID embedding is tied to the target data set's item set, so it is never part of a
-    transferable checkpoint.
+    transferable checkpoint (an ANT checkpoint loads into ANT_e and back).
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.init_weights(self.item_embedding)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
-
-    def item_table(self) -> torch.Tensor:
-        return self.item_encoder() + self.item_embedding.weight
+        self.item_embedding = new_item_embedding(self)

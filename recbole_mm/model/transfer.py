@@ -1,0 +1,184 @@
+"""Transferable sequential models: what a pre-trained checkpoint holds and how it is adapted.
+
+:class:`TransferableRecommender` is the base of ANT and UniSRec. Items are represented only
+through a :class:`~recbole_mm.model.layers.MultiModalItemEncoder` (MoE adaptors over fixed
+features) and sequences by a :class:`~recbole_mm.model.layers.CausalTransformer`, so every
+parameter except an optional item-ID embedding (``_e`` variants) is independent of the item set
+and can move to another domain. The class provides
+
+- the pre-training objective (:meth:`pretrain_loss`): an in-batch sequence-item contrastive loss
+  plus a model-specific auxiliary term (:meth:`auxiliary_pretrain_loss`);
+- the transfer hook (:meth:`adapt_from_pretrained`) that the runner calls for the adaptation
+  modes ``ground_built``, ``fine_tune`` and ``re_learning`` (docs/transfer.md).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_mm.data.batching import TARGET_SEQ_FIELD
+from recbole_mm.model.abstract_recommender import MMSequentialRecommender
+
+ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
+# configuration keys that fix the shapes of the transferable parameters
+ARCHITECTURE_KEYS = ("hidden_size", "n_layers", "n_heads", "inner_size", "n_experts", "MAX_ITEM_LIST_LENGTH",
+                     "price_embedding_size")
+
+
+def in_batch_contrastive(queries: torch.Tensor, keys: torch.Tensor, temperature: float,
+                         ids: torch.Tensor = None) -> torch.Tensor:
+    """InfoNCE of ``queries[i]`` against ``keys[i]`` with the other rows' keys as negatives.
+
+    Cosine similarities divided by ``temperature``. Where ``ids`` is given, a negative with the
+    same id as the positive (the same item twice in a batch) is masked out.
+    """
+    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).t() / temperature
+    if ids is not None:
+        same = ids.view(-1, 1) == ids.view(1, -1)
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
+
+
+class TransferableRecommender(MMSequentialRecommender):
+    """Base of the plugin's transferable models (ANT, UniSRec); see the module docstring.
+
+    Subclasses build ``self.item_encoder`` (MultiModalItemEncoder) and ``self.sequence_encoder``
+    (CausalTransformer), set ``self.temperature`` and may add ``self.item_embedding`` (an item-ID
+    embedding, never transferred). Scores are cosine similarities divided by ``temperature``.
+    """
+
+    # state-dict prefixes of the transferable parameters (all of them item-set independent)
+    transferable_prefixes: Tuple[str, ...] = ("sequence_encoder.", "item_encoder.adaptors.")
+    # frozen under re-learning (the ANT paper: the transformer encoder layers)
+    relearn_frozen_prefixes: Tuple[str, ...] = ("sequence_encoder.encoder.",)
+    # checkpoints of one family load into each other (ANT <-> ANT_e, UniSRec <-> UniSRec_e)
+    transfer_family: str = ""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.architecture = {k: config[k] for k in ARCHITECTURE_KEYS}
+
+    # ----- item and sequence representations ----------------------------------------------
+    def item_table(self) -> torch.Tensor:
+        return self.item_reps(None)
+
+    def item_reps(self, item_ids=None) -> torch.Tensor:
+        """Representations of ``item_ids`` (all items when None): adaptors (+ ID embedding)."""
+        reps = self.item_encoder(item_ids)
+        embedding = getattr(self, "item_embedding", None)
+        if embedding is not None:
+            reps = reps + (embedding.weight if item_ids is None else embedding(item_ids))
+        return reps
+
+    def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.sequence_encoder(item_seq, table[item_seq])
+
+    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        seq_output = F.normalize(seq_output, dim=-1)
+        table = F.normalize(table, dim=-1)
+        return seq_output @ table.transpose(-1, -2) / self.temperature
+
+    # ----- pre-training -------------------------------------------------------------------
+    def pretrain_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(sequence-item loss, weighted auxiliary loss) on a whole-sequence batch.
+
+        Only the items of the batch are encoded, so the cost does not grow with the number of
+        items of all pre-training domains together.
+        """
+        if TARGET_SEQ_FIELD not in interaction:
+            raise KeyError(f"pre-training needs whole-sequence batches with field {TARGET_SEQ_FIELD!r}")
+        item_seq = self.trim(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        targets = interaction[TARGET_SEQ_FIELD][:, : item_seq.size(1)]
+        unique, inverse = torch.unique(torch.cat([item_seq.flatten(), targets.flatten()]), return_inverse=True)
+        reps = self.item_reps(unique)
+        n = item_seq.numel()
+        seq_emb = reps[inverse[:n]].view(*item_seq.shape, -1)
+        output = self.sequence_encoder(item_seq, seq_emb)
+        valid = targets > 0
+        target_reps = reps[inverse[n:]].view(*targets.shape, -1)[valid]
+        seq_item = in_batch_contrastive(output[valid], target_reps, self.temperature, targets[valid])
+        aux = self.auxiliary_pretrain_loss(interaction, item_seq, output, unique)
+        return seq_item, aux
+
+    def auxiliary_pretrain_loss(self, interaction, item_seq: torch.Tensor, output: torch.Tensor,
+                                batch_items: torch.Tensor) -> torch.Tensor:
+        """Model-specific weighted pre-training term (zero here)."""
+        return output.new_zeros(())
+
+    # ----- transfer -----------------------------------------------------------------------
+    def transferable_state_dict(self) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.state_dict().items()
+                if k.startswith(self.transferable_prefixes)}
+
+    def transfer_metadata(self) -> dict:
+        """What a checkpoint must agree on with the model it is loaded into."""
+        encoder = self.item_encoder
+        meta = {
+            "model": type(self).__name__,
+            "family": self.transfer_family or type(self).__name__,
+            "modalities": list(encoder.modalities),
+            "feature_dims": {m: int(encoder.feature(m).shape[1]) for m in encoder.modalities},
+        }
+        meta.update(self.architecture)
+        return meta
+
+    def relearning_reinitialise(self) -> List[str]:
+        """Re-initialise the position embedding (normal), the MoE experts (Xavier) and the gates."""
+        with torch.no_grad():
+            self.sequence_encoder.position_embedding.weight.normal_(0.0, self.initializer_range)
+        for adaptor in self.item_encoder.adaptors.values():
+            adaptor.reset_experts("xavier")
+            adaptor.reset_gate()
+        return ["sequence_encoder.position_embedding.*", "item_encoder.adaptors.*"]
+
+    def freeze(self, prefixes: Tuple[str, ...]) -> List[str]:
+        frozen = []
+        for name, param in self.named_parameters():
+            if name.startswith(prefixes):
+                param.requires_grad_(False)
+                frozen.append(name)
+        return frozen
+
+    def adapt_from_pretrained(self, checkpoint: dict, mode: str, config) -> dict:
+        """The transfer hook the runner calls (docs/transfer.md): load ``checkpoint`` (see
+        :func:`recbole_mm.transfer.save_pretrained`) for adaptation ``mode``.
+
+        ``fine_tune`` loads every transferable parameter and trains all (with
+        ``fine_tune_freeze_encoder`` the transformer encoder and position embedding stay fixed,
+        UniSRec's own fine-tuning); ``re_learning`` loads, freezes the transformer encoder layers
+        and re-initialises the position embedding, MoE experts and gates. Returns a summary.
+        """
+        from recbole_mm.transfer import check_checkpoint_fits
+
+        check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
+        state = checkpoint["state_dict"]
+        own = self.transferable_state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {config['pretrained_checkpoint']} does not hold {type(self).__name__}'s "
+                f"transferable parameters: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        self.load_state_dict(state, strict=False)
+        summary = {"mode": mode, "loaded": len(state), "frozen": [], "reinitialised": []}
+        if mode == "fine_tune" and config["fine_tune_freeze_encoder"]:
+            summary["frozen"] = self.freeze(("sequence_encoder.encoder.", "sequence_encoder.position_embedding."))
+        elif mode == "re_learning":
+            summary["reinitialised"] = self.relearning_reinitialise()
+            summary["frozen"] = self.freeze(self.relearn_frozen_prefixes)
+        return summary
+
+
+def new_item_embedding(model: TransferableRecommender) -> nn.Embedding:
+    """An item-ID embedding for an ``_e`` variant (RecBole's normal initialisation, zero padding row)."""
+    embedding = nn.Embedding(model.n_items, model.hidden_size, padding_idx=0)
+    model.init_weights(embedding)
+    with torch.no_grad():
+        embedding.weight[0].zero_()
+    return embedding

@@ -1,0 +1,219 @@
+"""Multi-domain pre-training and the adaptation modes (docs/transfer.md), on tiny synthetic domains."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_MODEL
+from recbole_mm.config import MMConfig
+from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoader, domain_names
+from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, TRANSFER_DOMAINS, SyntheticSpec, _successor_map, write_dataset
+from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.runner import run
+from recbole_mm.transfer import apply_adaptation, load_pretrained
+from recbole_mm.utils import get_model, get_trainer
+
+SOURCES = "src_x,src_y"
+
+
+@pytest.fixture(scope="module")
+def domains_path(tiny_data_path):
+    """Two source domains beside the conftest's ``tiny`` target (same feature dimensions)."""
+    write_dataset(SyntheticSpec(name="src_x", n_users=250, n_items=120, n_categories=8, seed=21, domain_shift=0.2,
+                                item_prefix="x"), tiny_data_path)
+    write_dataset(SyntheticSpec(name="src_y", n_users=250, n_items=90, n_categories=8, seed=22, successor_seed=5,
+                                item_prefix="y"), tiny_data_path)
+    write_dataset(SyntheticSpec(name="tiny_text96", n_users=200, n_items=80, n_categories=8, seed=23, text_dim=96),
+                  tiny_data_path)
+    return tiny_data_path
+
+
+def base_config(data_path, tmp, **overrides):
+    config = dict(TINY_MODEL, data_path=data_path, checkpoint_dir=str(tmp), seed=7, epochs=2,
+                  modalities=["text", "image", "price"])
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def pretrained(domains_path, tmp_path_factory):
+    """ANT pre-trained for 4 epochs on the two sources: the run's result dict."""
+    tmp = tmp_path_factory.mktemp("pretrain")
+    return run("ANT", SOURCES, config_dict=base_config(domains_path, tmp, stage="pretrain", epochs=4))
+
+
+def target_model(model_name, data_path, tmp, **overrides):
+    config = MMConfig(model_name, "tiny", config_dict=base_config(data_path, tmp, **overrides))
+    dataset = create_dataset(config)
+    train, valid, test = prepare_data(config, dataset)
+    return config, get_model(model_name)(config, train._dataset), train
+
+
+def test_pretrain_loss_falls_and_checkpoint_holds_only_transferable_parts(pretrained):
+    losses = [epoch["total"] for epoch in pretrained["pretrain_loss"]]
+    assert len(losses) == 4 and losses[-1] < 0.95 * losses[0], losses
+    assert all(epoch["auxiliary"] > 0 for epoch in pretrained["pretrain_loss"])  # image-text term is on
+    checkpoint = load_pretrained(pretrained["checkpoint"])
+    meta = checkpoint["metadata"]
+    assert meta["model"] == "ANT" and meta["domains"] == ["src_x", "src_y"]
+    assert meta["modalities"] == ["text", "image", "price"]
+    assert meta["feature_dims"] == {"text": 64, "image": 32, "price": 1}
+    assert meta["n_items"] == {"src_x": 120, "src_y": 90} and meta["epochs"] == 4
+    keys = list(checkpoint["state_dict"])
+    assert keys and all(k.startswith(("sequence_encoder.", "item_encoder.adaptors.")) for k in keys)
+    assert "sequence_encoder.position_embedding.weight" in keys
+    assert any(".gate_weight" in k for k in keys) and any(".expert_weight" in k for k in keys)
+
+
+def test_batches_mix_domains_with_global_item_ids(domains_path, tmp_path):
+    config = MMConfig("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path, stage="pretrain"))
+    datasets = [create_dataset(MMConfig("ANT", n, config_dict=base_config(domains_path, tmp_path)))
+                for n in domain_names(SOURCES)]
+    multi = MultiDomainDataset(datasets, ["src_x", "src_y"])
+    assert multi.n_items == 1 + 120 + 90
+    # global item offsets[1] + i of src_y carries src_y's item i features
+    text = multi.item_features["text"].matrix
+    assert np.array_equal(text[multi.offsets[1] + 5], datasets[1].item_features["text"].matrix[5])
+    assert np.array_equal(text[7], datasets[0].item_features["text"].matrix[7])
+    loader = MultiDomainTrainLoader(config, multi)
+    mixed = 0
+    for batch in loader:
+        ids = batch["target_item_list"]
+        assert int(ids.max()) < multi.n_items
+        rows_y = (batch["item_id_list"] > multi.offsets[1]).any(1)
+        mixed += bool(rows_y.any() and (~rows_y).any())
+    assert mixed >= len(loader) // 2, (mixed, len(loader))
+
+
+def test_n_item_checkpoint_loads_into_m_item_target(pretrained, domains_path, tmp_path):
+    checkpoint = load_pretrained(pretrained["checkpoint"])
+    config, model, _ = target_model("ANT_e", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=pretrained["checkpoint"])
+    n_source = sum(checkpoint["metadata"]["n_items"].values())
+    assert model.n_items - 1 == 150 != n_source
+    summary = apply_adaptation(model, config)
+    assert summary["loaded"] == len(checkpoint["state_dict"]) and summary["frozen"] == []
+    state = model.state_dict()
+    for key, value in checkpoint["state_dict"].items():
+        assert torch.equal(state[key], value), key
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_relearning_freezes_encoder_and_reinitialises_the_rest(pretrained, domains_path, tmp_path):
+    checkpoint = load_pretrained(pretrained["checkpoint"])["state_dict"]
+    config, model, train = target_model("ANT", domains_path, tmp_path, adaptation="re_learning",
+                                        pretrained_checkpoint=pretrained["checkpoint"])
+    apply_adaptation(model, config)
+    params = dict(model.named_parameters())
+    frozen = [n for n, p in params.items() if not p.requires_grad]
+    assert frozen and all(n.startswith("sequence_encoder.encoder.") for n in frozen)
+    assert {n for n in params if n.startswith("sequence_encoder.encoder.")} == set(frozen)
+    for name in frozen:  # the encoder is the pre-trained one
+        assert torch.equal(params[name], checkpoint[name])
+    reinit = ["sequence_encoder.position_embedding.weight"]
+    reinit += [n for n in params if n.startswith("item_encoder.adaptors.") and
+               n.endswith(("expert_weight", "gate_weight", "noise_weight"))]
+    for name in reinit:
+        assert not torch.allclose(params[name], checkpoint[name]), name
+    assert params["sequence_encoder.layer_norm.weight"].requires_grad  # loaded, trained
+    assert torch.equal(params["sequence_encoder.layer_norm.weight"], checkpoint["sequence_encoder.layer_norm.weight"])
+
+    trainer = get_trainer(config["MODEL_TYPE"], "ANT")(config, model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    model.train()
+    batch = next(iter(train))
+    trainer.optimizer.zero_grad()
+    model.calculate_loss(batch).backward()
+    trainer.optimizer.step()
+    for name in frozen:
+        assert torch.equal(params[name], before[name]), f"frozen {name} moved"
+    trainable_moved = [n for n in params if n not in frozen and not torch.equal(params[n], before[n])]
+    assert "sequence_encoder.position_embedding.weight" in trainable_moved
+    assert any(n.startswith("item_encoder.adaptors.") for n in trainable_moved)
+
+
+def test_fine_tune_freeze_encoder_option(pretrained, domains_path, tmp_path):
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=pretrained["checkpoint"], fine_tune_freeze_encoder=True)
+    summary = apply_adaptation(model, config)
+    assert "sequence_encoder.position_embedding.weight" in summary["frozen"]
+    assert all(n.startswith("sequence_encoder.") for n in summary["frozen"])
+
+
+@pytest.mark.parametrize("mode", ["ground_built", "fine_tune", "re_learning"])
+def test_each_mode_runs_end_to_end(mode, pretrained, domains_path, tmp_path):
+    result = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path, adaptation=mode, epochs=2,
+                                                        pretrained_checkpoint=pretrained["checkpoint"]))
+    assert result["adaptation"]["mode"] == mode
+    assert 0 < result["test_result"]["recall@10"] <= result["test_result"]["recall@50"] <= 1
+    n_all = sum(p.numel() for p in get_model("ANT")(
+        MMConfig("ANT", "tiny", config_dict=base_config(domains_path, tmp_path)),
+        create_dataset(MMConfig("ANT", "tiny", config_dict=base_config(domains_path, tmp_path)))).parameters())
+    if mode == "re_learning":
+        assert result["parameters"] < n_all  # the encoder is frozen
+    else:
+        assert result["parameters"] == n_all
+
+
+def test_mismatched_checkpoints_fail_clearly(pretrained, domains_path, tmp_path):
+    ckpt = pretrained["checkpoint"]
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=ckpt, modalities=["text", "image"])
+    with pytest.raises(ValueError, match=r"modalities \['text', 'image', 'price'\] in the checkpoint"):
+        apply_adaptation(model, config)
+    config = MMConfig("ANT", "tiny_text96", config_dict=base_config(domains_path, tmp_path, adaptation="re_learning",
+                                                                     pretrained_checkpoint=ckpt))
+    model = get_model("ANT")(config, create_dataset(config))
+    with pytest.raises(ValueError, match="text features have dimension 64 in the checkpoint, 96 on the target"):
+        apply_adaptation(model, config)
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune", pretrained_checkpoint=ckpt,
+                                    hidden_size=48)
+    with pytest.raises(ValueError, match="`hidden_size` is 32 in the checkpoint, 48 on the target"):
+        apply_adaptation(model, config)
+    config, model, _ = target_model("UniSRec", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=ckpt)
+    with pytest.raises(ValueError, match="pre-trained by ANT"):
+        apply_adaptation(model, config)
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=str(tmp_path / "none.pth"))
+    with pytest.raises(FileNotFoundError, match="none.pth not found"):
+        apply_adaptation(model, config)
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune")
+    with pytest.raises(ValueError, match="`pretrained_checkpoint` is empty"):
+        apply_adaptation(model, config)
+    torch.save({"state_dict": {}}, str(tmp_path / "plain.pth"))
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=str(tmp_path / "plain.pth"))
+    with pytest.raises(ValueError, match="not a transferable checkpoint"):
+        apply_adaptation(model, config)
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="finetune")
+    with pytest.raises(ValueError, match="`adaptation` must be one of"):
+        apply_adaptation(model, config)
+
+
+def test_pretrain_domains_from_a_yaml_list(domains_path, tmp_path):
+    path = tmp_path / "domains.yaml"
+    path.write_text(yaml.safe_dump({"dataset": ["src_x", "src_y"], "stage": "pretrain"}))
+    result = run("ANT", None, config_file_list=[str(path)], config_dict=base_config(domains_path, tmp_path, epochs=1))
+    assert result["domains"] == ["src_x", "src_y"] and os.path.isfile(result["checkpoint"])
+
+
+def test_pretrain_refuses_domains_with_other_feature_dims(domains_path, tmp_path):
+    with pytest.raises(ValueError, match="text features have dimension 96 in domain 'tiny_text96'"):
+        run("ANT", "src_x,tiny_text96", config_dict=base_config(domains_path, tmp_path, stage="pretrain", epochs=1))
+
+
+def test_synthetic_transfer_domains_are_registered_with_a_conflicting_source():
+    assert {"mm_src_a", "mm_src_b", "mm_src_conflict", "mm_target"} <= set(SYNTHETIC_DATASETS)
+    target, conflict = TRANSFER_DOMAINS["mm_target"], TRANSFER_DOMAINS["mm_src_conflict"]
+
+    def successors(spec):
+        return _successor_map(spec.n_categories, spec.world_seed if spec.successor_seed < 0 else spec.successor_seed)
+
+    assert np.array_equal(successors(target), successors(TRANSFER_DOMAINS["mm_src_a"]))
+    assert (successors(target) != successors(conflict)).mean() > 0.8
+    prefixes = {spec.item_prefix for spec in TRANSFER_DOMAINS.values()}
+    assert len(prefixes) == len(TRANSFER_DOMAINS)  # item sets never overlap
