@@ -87,26 +87,31 @@ def compare(models: List[str], dataset: str, overrides: dict, out: str, config_f
                       {"models": models, "dataset": dataset, "overrides": overrides, "config_files": config_files})
     rows = []
     for model in models:
-        done_file = os.path.join(out, f"{_safe_name(model)}.json")
-        if os.path.isfile(done_file):
-            with open(done_file, encoding="utf-8") as f:
-                rows.append(json.load(f))
-            print(f"{model}: done before, skipped", flush=True)
-            continue
-        checkpoint_dir = os.path.join(out, "saved", _safe_name(model))
-        config_dict = {**overrides, "checkpoint_dir": checkpoint_dir}
-        last_states = sorted(glob.glob(os.path.join(checkpoint_dir, "*-last.pth")), key=os.path.getmtime)
-        if last_states:
-            config_dict["resume_from"] = last_states[-1]
-            print(f"{model}: resuming from {last_states[-1]}", flush=True)
-        result = run_model_in_child(model, dataset, config_files, config_dict)
-        result["model"] = model
-        if "error" not in result:
-            write_json_atomic(done_file, result)
-        rows.append(result)
-        print(f"{model}: {result.get('test_result', result.get('error'))}", flush=True)
+        rows.append(run_once(out, _safe_name(model), model, dataset, config_files, overrides))
     write_outputs(rows, out, dataset, paper)
     return rows
+
+
+def run_once(out: str, key: str, model: str, dataset: str, config_files, config_dict: dict) -> dict:
+    """One run in a child process, kept as ``<out>/<key>.json``: skipped when that file exists,
+    resumed from its last saved state (``<out>/saved/<key>/``) when it was interrupted."""
+    done_file = os.path.join(out, f"{key}.json")
+    if os.path.isfile(done_file):
+        with open(done_file, encoding="utf-8") as f:
+            print(f"{key}: done before, skipped", flush=True)
+            return json.load(f)
+    checkpoint_dir = os.path.join(out, "saved", key)
+    config_dict = {**config_dict, "checkpoint_dir": checkpoint_dir}
+    last_states = sorted(glob.glob(os.path.join(checkpoint_dir, "*-last.pth")), key=os.path.getmtime)
+    if last_states:
+        config_dict["resume_from"] = last_states[-1]
+        print(f"{key}: resuming from {last_states[-1]}", flush=True)
+    result = run_model_in_child(model, dataset, config_files, config_dict)
+    result["model"] = model
+    if "error" not in result:
+        write_json_atomic(done_file, result)
+    print(f"{key}: {result.get('test_result', result.get('error'))}", flush=True)
+    return result
 
 
 def _row_values(row: dict, paper: Optional[str]) -> dict:
