@@ -233,3 +233,24 @@ def test_example_yaml_loads_and_lists_every_key():
         for line in f:
             if line and not line.startswith((" ", "#", "\n", "-")):
                 assert "#" in line, f"undocumented key line: {line!r}"
+
+
+def test_rebuild_from_manifest_gives_the_same_hashes(built, tmp_path, capsys):
+    from recbole_mm.preprocess.pipeline import main
+
+    folder, _ = built
+    with pytest.raises(SystemExit) as done:
+        main(["--rebuild", os.path.join(folder, f"{NAME}.manifest.json"), "--output_dir", str(tmp_path)])
+    assert done.value.code == 0
+    assert "14 outputs identical to the manifest; different: []; missing: []" in capsys.readouterr().out
+
+
+def test_one_epoch_of_ant_on_the_output(built, tmp_path):
+    from conftest import TINY_MODEL
+    from recbole_mm.runner import run_single
+
+    folder, _ = built
+    config = dict(TINY_MODEL, data_path=os.path.dirname(folder), checkpoint_dir=str(tmp_path / "saved"),
+                  modalities=["text", "image", "price"], epochs=1, seed=7, topk=[5, 10])
+    result = run_single("ANT", NAME, config_dict=config, saved=False)
+    assert 0.0 <= result["test_result"]["recall@10"] <= 1.0

@@ -39,7 +39,7 @@ def check_dataset_files(config) -> None:
         raise FileNotFoundError(
             f"data set folder {data_path} not found. Point --data_path at the folder that holds "
             f"{name}/ (for the team's real data: --data_path=../shared/datasets), build it with the "
-            f"preprocessing (docs/preprocessing.md), or use the embedded synthetic data "
+            f"preprocessing (docs/preprocess.md), or use the embedded synthetic data "
             f"(--dataset={next(iter(SYNTHETIC_DATASETS))})"
         )
     _check_item_attribute_file(config, data_path, name)

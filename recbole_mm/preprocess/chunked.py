@@ -78,12 +78,13 @@ def extract_in_chunks(
 
 
 def clear_work_dir(work_dir: str) -> None:
-    """Remove the work folder, and its parent when that is left empty."""
+    """Remove the work folder, and its ``work`` / ``.preprocess`` parents when they are left empty."""
     if os.path.isdir(work_dir):
         shutil.rmtree(work_dir)
     parent = os.path.dirname(os.path.abspath(work_dir))
-    if os.path.isdir(parent) and not os.listdir(parent):
+    while os.path.basename(parent) in ("work", ".preprocess") and os.path.isdir(parent) and not os.listdir(parent):
         os.rmdir(parent)
+        parent = os.path.dirname(parent)
 
 
 def _chunk_path(work_dir: str, index: int) -> str:

@@ -56,7 +56,8 @@ def embed_images(processor, model, images: List[Image.Image], pooling: str = "au
         out = model.get_image_features(pixel_values=pixels)
         emb = out if isinstance(out, torch.Tensor) else out.pooler_output
         return emb.float().cpu().numpy()
-    out = model(pixel_values=pixels)
+    tower = getattr(model, "vision_model", model) if hasattr(model, "get_image_features") else model
+    out = tower(pixel_values=pixels)  # a full CLIP model: its vision tower, without the projection
     if pooling == "auto":
         emb = getattr(out, "image_embeds", None)
         if emb is None:

@@ -110,6 +110,7 @@ class Pipeline:
                     "items": int(reviews["item"].nunique()), "items_with_metadata": len(meta),
                     "items_with_title": len(usable)},
             "items_with_price": sum(meta[a]["price"] is not None for a in seqs.items),
+            "items_with_image_urls": sum(meta[a]["image_urls"] > 0 for a in seqs.items),
         }
 
     def step_text(self) -> dict:
@@ -183,24 +184,21 @@ class Pipeline:
         """Everything needed to rebuild the data set identically; no times (so equal builds give
         equal manifests; step times are in .preprocess/last_run.json)."""
         s = self.s
-        inputs = {key: {"path": s[key]} for key in ("reviews", "meta", "images_dir", "text_encoder", "image_encoder")}
-        for step in self.records.values():
-            for key, digest in step["inputs"].items():
-                name = {"images_dir": "images_dir", "reviews": "reviews", "meta": "meta"}.get(key)
-                if name:
-                    inputs[name]["sha256"] = digest
-        if "text" in self.records:
-            inputs["text_encoder"]["sha256"] = self.records["text"]["inputs"]["encoder"]
-            inputs["text_encoder"]["path"] = self.records["text"]["summary"].get("encoder", s["text_encoder"])
-        if "image_features" in self.records:
-            inputs["image_encoder"]["sha256"] = self.records["image_features"]["inputs"]["encoder"]
+        inputs = {}
+        for key, step, field in (("reviews", "atomic", "reviews"), ("meta", "atomic", "meta"),
+                                 ("images_dir", "images", "images_dir"), ("text_encoder", "text", "encoder"),
+                                 ("image_encoder", "image_features", "encoder")):
+            record = self.records.get(step)
+            inputs[key] = {"path": s[key], "sha256": record["inputs"][field] if record else None}
+        if "text" in self.records:  # the resolved path when text_encoder is ~ (the default MiniLM)
+            inputs["text_encoder"]["path"] = self.records["text"]["summary"]["encoder"]
         outputs = {}
         for step in self.records.values():
             outputs.update(step["outputs"])
         return {
             "manifest_version": MANIFEST_VERSION,
             "dataset": self.name,
-            "command": "python -m recbole_mm.preprocess.pipeline --config <this settings block as YAML>",
+            "command": f"python -m recbole_mm.preprocess.pipeline --rebuild {self.name}.manifest.json",
             "settings": {key: s[key] for key in sorted(s) if key != "show_progress"},
             "inputs": inputs,
             "outputs": dict(sorted(outputs.items())),
@@ -224,14 +222,37 @@ def run_pipeline(config: Optional[str] = None, overrides: Optional[Dict[str, Any
     return Pipeline(load_settings(config, overrides), force=force, after_chunk=after_chunk).run()
 
 
+def rebuild(manifest_path: str, output_dir: Optional[str] = None, force: bool = True) -> Dict[str, List[str]]:
+    """Run the chain with the settings recorded in a manifest (optionally into another folder);
+    returns ``{"same": [...], "different": [...], "missing": [...]}`` output names."""
+    with open(manifest_path, "r", encoding="utf-8") as f:
+        recorded = json.load(f)
+    overrides = dict(recorded["settings"])
+    if output_dir:
+        overrides["output_dir"] = output_dir
+    new = run_pipeline(overrides=overrides, force=force)
+    result: Dict[str, List[str]] = {"same": [], "different": [], "missing": []}
+    for name, digest in recorded["outputs"].items():
+        other = new["outputs"].get(name)
+        result["missing" if other is None else "same" if other == digest else "different"].append(name)
+    return result
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Raw Amazon 2018 files -> atomic and feature files (docs/preprocess.md)")
-    parser.add_argument("--config", required=True, help="YAML, e.g. properties/preprocess/amazon_scientific.yaml")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML, e.g. properties/preprocess/amazon_scientific.yaml")
+    source.add_argument("--rebuild", metavar="MANIFEST", help="rebuild with a manifest's settings and compare hashes")
     parser.add_argument("--steps", default=None, help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--force", action="store_true", help="rerun the steps even when up to date")
     parser.add_argument("--output_dir", default=None, help="overrides the YAML's output_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.rebuild:
+        result = rebuild(args.rebuild, args.output_dir)
+        print(f"{len(result['same'])} outputs identical to the manifest; different: {result['different']}; "
+              f"missing: {result['missing']}")
+        raise SystemExit(1 if result["different"] or result["missing"] else 0)
     overrides: Dict[str, Any] = {}
     if args.steps:
         overrides["steps"] = [s.strip() for s in args.steps.split(",") if s.strip()]
