@@ -6,7 +6,6 @@ masks, the manifest, identical reruns, skipping, and resumed feature extraction.
 import gzip
 import json
 import os
-import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -254,3 +253,22 @@ def test_one_epoch_of_ant_on_the_output(built, tmp_path):
                   modalities=["text", "image", "price"], epochs=1, seed=7, topk=[5, 10])
     result = run_single("ANT", NAME, config_dict=config, saved=False)
     assert 0.0 <= result["test_result"]["recall@10"] <= 1.0
+
+
+def test_command_line_with_a_yaml(raw, tmp_path, capsys):
+    import yaml
+
+    from recbole_mm.preprocess.pipeline import main
+
+    config = settings(raw, str(tmp_path / "out"))
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["--config", str(path), "--steps", "atomic,price"])
+    out = capsys.readouterr().out
+    assert "| Dataset | #Users | #Items | #Inters. | Avg. n per user | Avg. n per item |" in out
+    folder = tmp_path / "out" / NAME
+    assert (folder / f"{NAME}.price.npy").is_file() and not (folder / f"{NAME}.text.npy").exists()
+    with pytest.raises(FileNotFoundError, match=r"config key `reviews`: .*absent.json.gz not found"):
+        run_pipeline(overrides=dict(config, reviews=str(tmp_path / "absent.json.gz")))
+    with pytest.raises(FileNotFoundError, match=r"Other.text not found: run the `atomic` step first"):
+        run_pipeline(overrides=dict(config, dataset_name="Other", steps=["text"]))

@@ -94,11 +94,16 @@ def order_sequences(frame: pd.DataFrame, tie_break: str = "file_order") -> Seque
     return Sequences(users=users, items=list(item_index), sequences=sequences)
 
 
-def split_rows(sequences: Sequence[Sequence[int]], max_history: int):
+Row = Tuple[int, List[int], int]
+
+
+def split_rows(sequences: Sequence[Sequence[int]], max_history: int) -> Tuple[List[Row], List[Row], List[Row]]:
     """Leave-one-out rows ``(user index, history, target)``: train = every prefix ending before
     the second-to-last item (history of length >= 1), valid = target second-to-last, test =
     target last. Histories keep their last ``max_history`` items."""
-    train, valid, test = [], [], []
+    train: List[Row] = []
+    valid: List[Row] = []
+    test: List[Row] = []
     for u, seq in enumerate(sequences):
         n = len(seq)
         if n < 3:

@@ -164,7 +164,29 @@ class Pipeline:
                              lambda: build_price_features(self.path("item"), stem, self.s["price_log_scale"]))
 
     # ---- the chain ---------------------------------------------------------------------
+    def check_inputs(self) -> None:
+        """Fail before any work, naming the config key, when an input is missing."""
+        s, steps = self.s, self.s["steps"]
+        needed = []
+        if "atomic" in steps:
+            needed += [("reviews", "reviews file (<Category>.json.gz or <Category>_5.json.gz)", os.path.isfile),
+                       ("meta", "metadata file (meta_<Category>.json.gz)", os.path.isfile)]
+        if "images" in steps and s["images_dir"]:
+            needed.append(("images_dir", "image folder", os.path.isdir))
+        if "text" in steps and s["text_encoder"]:
+            needed.append(("text_encoder", "local transformers model folder", os.path.isdir))
+        if "image_features" in steps and s["image_encoder"]:
+            needed.append(("image_encoder", "local transformers vision model folder", os.path.isdir))
+        for key, what, exists in needed:
+            if not exists(s[key]):
+                raise FileNotFoundError(f"config key `{key}`: {s[key]} not found (expected the {what})")
+        if "atomic" not in steps:
+            for suffix in ("text", "item", "item2index"):
+                if not os.path.isfile(self.path(suffix)):
+                    raise FileNotFoundError(f"{self.path(suffix)} not found: run the `atomic` step first")
+
     def run(self) -> dict:
+        self.check_inputs()
         os.makedirs(self.out_dir, exist_ok=True)
         for step in STEPS:
             if step in self.s["steps"]:
