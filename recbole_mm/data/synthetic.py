@@ -177,8 +177,10 @@ def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) 
 
         rng = np.random.default_rng(spec.seed + 99)
         tokens = np.asarray([_item_token(spec, i) for i in range(spec.n_items)])
-        for modality, present in (("text", np.ones(spec.n_items, bool)), ("image", data["has_image"]),
-                                  ("price", data["has_price"])):
+        used = np.zeros(spec.n_items, dtype=bool)  # features only for items some user interacted with
+        used[np.concatenate(data["sequences"])] = True
+        for modality, present in (("text", used), ("image", data["has_image"] & used),
+                                  ("price", data["has_price"] & used)):
             rows = rng.permutation(np.flatnonzero(present))  # shuffled row order on purpose
             write_feature_file(os.path.join(tmp_dir, f"{name}.{modality}"), tokens[rows], data[modality][rows])
         with open(os.path.join(tmp_dir, f"{name}.item"), "w", encoding="utf-8") as f:
