@@ -272,3 +272,22 @@ def test_command_line_with_a_yaml(raw, tmp_path, capsys):
         run_pipeline(overrides=dict(config, reviews=str(tmp_path / "absent.json.gz")))
     with pytest.raises(FileNotFoundError, match=r"Other.text not found: run the `atomic` step first"):
         run_pipeline(overrides=dict(config, dataset_name="Other", steps=["text"]))
+
+
+def test_item_file_serves_fdsa(built, tmp_path):
+    """<D>.item holds brand and category words in the layout of preprocess.attributes (FDSA/S3Rec)."""
+    from conftest import TINY_MODEL
+    from recbole_mm.runner import run_single
+
+    folder, _ = built
+    with open(os.path.join(folder, f"{NAME}.item")) as f:
+        assert f.readline() == "item_id:token\tasin:token\tbrand:token\tcategories:token_seq\tprice:float\n"
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    assert all(r[2].startswith("Brand") for r in rows)
+    assert {r[3] for r in rows} <= {"tool", "glass", "lab", "tape", "sand", "roll", "grit"}  # root category dropped
+    config = dict(TINY_MODEL, data_path=os.path.dirname(folder), checkpoint_dir=str(tmp_path / "saved"), epochs=1,
+                  topk=[5, 10], load_col={"inter": ["user_id", "item_id_list", "item_id"],
+                                          "item": ["item_id", "brand", "categories"]},
+                  selected_features=["brand", "categories"])
+    result = run_single("FDSA", NAME, config_dict=config, saved=False)
+    assert 0.0 <= result["test_result"]["recall@10"] <= 1.0

@@ -126,7 +126,7 @@ def item_text(meta: dict, fields: Sequence[str]) -> str:
 
 def read_meta(path: str, wanted: Optional[set] = None, text_fields: Sequence[str] = ("title", "category", "brand"),
               ) -> Dict[str, dict]:
-    """``asin -> {title, text, brand, price, price_raw, images}`` for the items in ``wanted`` (all
+    """``asin -> {title, text, brand, categories, price, price_raw, image_urls}`` for the items in ``wanted`` (all
     when None). The first record of an ASIN listed twice wins."""
     for field in text_fields:
         if field not in TEXT_FIELDS:
@@ -147,6 +147,8 @@ def read_meta(path: str, wanted: Optional[set] = None, text_fields: Sequence[str
             "title": clean_text(obj.get("title")),
             "text": item_text(obj, text_fields),
             "brand": clean_text(obj.get("brand")),
+            "categories": clean_text(list(dict.fromkeys(obj["category"])) if isinstance(obj.get("category"), list)
+                                     else obj.get("category")),
             "price_raw": obj.get("price") if isinstance(obj.get("price"), str) else "",
             "price": parse_price(obj.get("price")),
             "image_urls": len(images) if isinstance(images, list) else 0,

@@ -13,6 +13,7 @@ chronologically (the layout of the UniSRec / ANT Scientific release).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from logging import getLogger
 from typing import Dict, List, Sequence, Tuple
@@ -20,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import pandas as pd
 
 from recbole_mm.fileio import atomic_output
+from recbole_mm.preprocess.attributes import category_words
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
@@ -135,9 +137,10 @@ def write_atomic_files(out_dir: str, name: str, seqs: Sequences, meta: Dict[str,
                      (f"{u}\t{' '.join(map(str, hist))}\t{target}\n" for u, hist, target in rows))
         paths.append(path)
     path = os.path.join(out_dir, f"{name}.item")
-    _write_lines(path, "item_id:token\tasin:token\tbrand:token\tprice:float\n",
-                 (f"{i}\t{asin}\t{_field(meta[asin]['brand'])}\t{_price(meta[asin]['price'])}\n"
-                  for i, asin in enumerate(seqs.items)))
+    attributes = item_attributes([meta[asin] for asin in seqs.items])
+    _write_lines(path, "item_id:token\tasin:token\tbrand:token\tcategories:token_seq\tprice:float\n",
+                 (f"{i}\t{asin}\t{brand}\t{' '.join(words)}\t{_price(meta[asin]['price'])}\n"
+                  for i, (asin, (brand, words)) in enumerate(zip(seqs.items, attributes))))
     paths.append(path)
     path = os.path.join(out_dir, f"{name}.text")
     _write_lines(path, "item_id:token\ttext:token_seq\n",
@@ -149,6 +152,17 @@ def write_atomic_files(out_dir: str, name: str, seqs: Sequences, meta: Dict[str,
         paths.append(path)
     getLogger().info(f"{name}: {len(train)} train prefixes, {len(valid)} valid and {len(test)} test rows in {out_dir}")
     return paths
+
+
+def item_attributes(records: Sequence[dict], max_share: float = 0.5) -> List[Tuple[str, List[str]]]:
+    """(brand token, category words) per item, as ``recbole_mm.preprocess.attributes`` writes them
+    for FDSA / S3Rec: brand with ``_`` for spaces (``[unknown]`` if none); the category path's
+    lower-cased words, without words of more than ``max_share`` of the items (the root category)."""
+    parsed = [(_field(r["brand"]).replace(" ", "_") or "[unknown]",
+               list(dict.fromkeys(category_words(r["categories"])))) for r in records]
+    share = Counter(w for _, words in parsed for w in words)
+    common = {w for w, n in share.items() if n > max_share * len(parsed)}
+    return [(brand, [w for w in words if w not in common]) for brand, words in parsed]
 
 
 def _field(text: str) -> str:
