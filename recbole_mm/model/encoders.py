@@ -1,0 +1,262 @@
+"""Item-side token sources and token transformers for PMMRec and ODMT (issue 9).
+
+A *token source* maps item ids to per-modality token states ``{modality: (states, mask)}``
+with ``states`` (n, T, d_m) and ``mask`` (n, T) bool:
+
+- :class:`FeatureTokens` (feature mode): the data set's pooled feature vectors, one token per
+  modality, masked where the item lacks the modality;
+- :class:`PretrainedEncoderTokens` (end-to-end mode): ``transformers`` text and vision encoders
+  loaded from local folders run on each item's raw title and image; all but their top
+  ``n_trainable_blocks`` blocks are frozen.
+
+:class:`TokenTransformer` is a stack of post-LN (BERT-style) blocks over a set of tokens with
+an explicit (n, T, T) "may attend" mask. Raw inputs: :func:`load_item_texts` (``<D>.text``
+atomic file) and :func:`load_item_images` (a folder of ``<item>.<ext>`` images).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from recbole.model.layers import TransformerEncoder
+
+Tokens = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class TokenTransformer(nn.Module):
+    """``n_layers`` post-LN transformer blocks (RecBole's ``TransformerEncoder``) over tokens.
+
+    ``allowed[i, q, k]`` says whether query ``q`` of item ``i`` may attend to key ``k``; every
+    query may always attend to itself, so no row is fully masked.
+    """
+
+    def __init__(self, hidden_size: int, n_layers: int, n_heads: int, inner_size: int,
+                 dropout: float, hidden_act: str = "gelu", layer_norm_eps: float = 1e-12):
+        super().__init__()
+        if hidden_size % n_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of the fusion heads {n_heads}")
+        self.encoder = TransformerEncoder(n_layers=n_layers, n_heads=n_heads, hidden_size=hidden_size,
+                                          inner_size=inner_size, hidden_dropout_prob=dropout,
+                                          attn_dropout_prob=dropout, hidden_act=hidden_act,
+                                          layer_norm_eps=layer_norm_eps)
+
+    def forward(self, tokens: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(tokens.size(1), dtype=torch.bool, device=tokens.device)
+        allowed = allowed | eye
+        additive = torch.zeros(allowed.shape, dtype=tokens.dtype, device=tokens.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(tokens.dtype).min / 2).unsqueeze(1)
+        return self.encoder(tokens, additive, output_all_encoded_layers=False)[-1]
+
+
+def key_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(n, T) valid tokens -> (n, T, T): every query may attend to every valid key."""
+    return mask.unsqueeze(1).expand(-1, mask.size(1), -1)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(n, T, d) states, (n, T) mask -> (n, d) mean over valid tokens (0 where none is valid)."""
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class FeatureTokens(nn.Module):
+    """Feature mode: each modality's pooled vector is one token (non-persistent buffers)."""
+
+    def __init__(self, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor]):
+        super().__init__()
+        self.modalities = list(features)
+        self.dims = {m: int(features[m].shape[1]) for m in self.modalities}
+        for m in self.modalities:
+            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+
+    def present(self, modality: str) -> torch.Tensor:
+        """(n_items,) whether each item has ``modality``."""
+        return getattr(self, f"mask_{modality}")
+
+    def forward(self, item_ids: torch.Tensor) -> Tokens:
+        out = {}
+        for m in self.modalities:
+            feat, mask = getattr(self, f"feat_{m}")[item_ids], getattr(self, f"mask_{m}")[item_ids]
+            out[m] = feat.unsqueeze(1), mask.unsqueeze(1)
+        return out
+
+
+# ----- end-to-end mode ------------------------------------------------------------------------
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a ``transformers`` encoder (BERT / RoBERTa / XLM-R /
+    CLIP vision / ViT layouts)."""
+    for path in ("encoder.layer", "vision_model.encoder.layers", "encoder.layers", "text_model.encoder.layers"):
+        obj = model
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def freeze_except_top_blocks(model: nn.Module, n_trainable: int) -> List[str]:
+    """Freeze every parameter of ``model`` except those of its top ``n_trainable`` blocks;
+    returns the names of the trainable parameters."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    blocks = transformer_blocks(model)
+    if n_trainable > 0:
+        for block in list(blocks)[-n_trainable:]:
+            for param in block.parameters():
+                param.requires_grad_(True)
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def load_item_texts(text_file: str, id2token: Sequence[str], key_map_file: Optional[str] = None
+                    ) -> Tuple[List[str], np.ndarray]:
+    """Titles per internal item id from a ``<D>.text`` file (``item_id:token``, ``text:token_seq``).
+
+    With ``key_map_file`` (``<D>.item2index``: original key TAB .inter token) the file's keys are
+    mapped to the .inter item tokens first. Returns (texts, present mask); id 0 is padding.
+    """
+    from recbole_mm.preprocess.benchmark import read_item2index, read_text_file
+
+    if not os.path.isfile(text_file):
+        raise FileNotFoundError(f"end-to-end text: {text_file} not found (config key `raw_text_file`)")
+    key_map = read_item2index(key_map_file) if key_map_file else None
+    by_token = {}
+    for key, text in read_text_file(text_file):
+        by_token[key_map.get(key, key) if key_map else key] = text
+    texts, present = [], np.zeros(len(id2token), dtype=bool)
+    for i, token in enumerate(id2token):
+        text = by_token.get(str(token)) if i > 0 else None
+        present[i] = text is not None
+        texts.append(text or "")
+    return texts, present
+
+
+def load_item_images(image_dir: str, id2token: Sequence[str], image_size: int,
+                     key_map_file: Optional[str] = None) -> Tuple[torch.Tensor, np.ndarray]:
+    """Images ``<image_dir>/<item token or original key>.<ext>`` resized to ``image_size``;
+    returns (uint8 tensor (n_items, 3, S, S), present mask)."""
+    from PIL import Image
+
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"end-to-end images: folder {image_dir} not found (config key `image_dir`)")
+    from recbole_mm.preprocess.benchmark import read_item2index
+
+    token_to_key = {v: k for k, v in read_item2index(key_map_file).items()} if key_map_file else {}
+    files = {}
+    for path in glob.glob(os.path.join(image_dir, "*")):
+        stem, ext = os.path.splitext(os.path.basename(path))
+        if ext.lower() in IMAGE_EXTENSIONS:
+            files[stem] = path
+    images = torch.zeros(len(id2token), 3, image_size, image_size, dtype=torch.uint8)
+    present = np.zeros(len(id2token), dtype=bool)
+    for i, token in enumerate(id2token):
+        if i == 0:
+            continue
+        path = files.get(str(token)) or files.get(token_to_key.get(str(token), ""))
+        if path is None:
+            continue
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+            images[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        present[i] = True
+    return images, present
+
+
+class PretrainedEncoderTokens(nn.Module):
+    """End-to-end mode: token states of a text and/or a vision ``transformers`` encoder.
+
+    Titles are tokenised once (``max_text_length`` tokens); images are kept as uint8 and
+    normalised with CLIP's mean and std on the fly. Items without a title get an empty one and
+    a False mask; items without an image get a False mask over all image tokens.
+    """
+
+    def __init__(self, n_items: int, text_path: Optional[str] = None, texts: Optional[List[str]] = None,
+                 text_present: Optional[np.ndarray] = None, image_path: Optional[str] = None,
+                 images: Optional[torch.Tensor] = None, image_present: Optional[np.ndarray] = None,
+                 max_text_length: int = 50, n_trainable_blocks: int = 2):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer, CLIPVisionModel
+
+        self.modalities, self.dims = [], {}
+        if text_path:
+            tokenizer = AutoTokenizer.from_pretrained(text_path, local_files_only=True)
+            self.text_encoder = AutoModel.from_pretrained(text_path, local_files_only=True)
+            freeze_except_top_blocks(self.text_encoder, n_trainable_blocks)
+            enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_text_length,
+                            return_tensors="pt")
+            self.register_buffer("text_ids", enc["input_ids"], persistent=False)
+            self.register_buffer("text_attention", enc["attention_mask"].bool(), persistent=False)
+            self.register_buffer("text_present", torch.as_tensor(text_present, dtype=torch.bool), persistent=False)
+            self.modalities.append("text")
+            self.dims["text"] = self.text_encoder.config.hidden_size
+        if image_path:
+            self.image_encoder = CLIPVisionModel.from_pretrained(image_path, local_files_only=True)
+            freeze_except_top_blocks(self.image_encoder, n_trainable_blocks)
+            self.register_buffer("images", images, persistent=False)
+            self.register_buffer("image_present", torch.as_tensor(image_present, dtype=torch.bool), persistent=False)
+            self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+            self.modalities.append("image")
+            self.dims["image"] = self.image_encoder.config.hidden_size
+        if not self.modalities:
+            raise ValueError("end-to-end mode needs `text_encoder_path` and/or `image_encoder_path`")
+        self.n_items = n_items
+
+    def present(self, modality: str) -> torch.Tensor:
+        return getattr(self, f"{modality}_present")
+
+    def forward(self, item_ids: torch.Tensor) -> Tokens:
+        out = {}
+        if "text" in self.modalities:
+            ids, attention = self.text_ids[item_ids], self.text_attention[item_ids]
+            states = self.text_encoder(input_ids=ids, attention_mask=attention.long()).last_hidden_state
+            out["text"] = states, attention & self.text_present[item_ids].unsqueeze(1)
+        if "image" in self.modalities:
+            pixels = (self.images[item_ids].float() / 255.0 - self.pixel_mean) / self.pixel_std
+            states = self.image_encoder(pixel_values=pixels).last_hidden_state  # CLS + patches
+            mask = self.image_present[item_ids].unsqueeze(1).expand(-1, states.size(1))
+            out["image"] = states, mask
+        return out
+
+
+def build_token_source(config, dataset, features, masks) -> nn.Module:
+    """The token source named by ``encoder_mode`` (feature | end_to_end), text and image only."""
+    mode = config["encoder_mode"] or "feature"
+    if mode == "feature":
+        keep = [m for m in ("text", "image") if m in features]
+        if not keep:
+            raise ValueError("feature mode needs the text and/or image modality (config key `modalities`)")
+        return FeatureTokens({m: features[m] for m in keep}, {m: masks[m] for m in keep})
+    if mode != "end_to_end":
+        raise ValueError(f"config key `encoder_mode` must be feature or end_to_end, got {mode!r}")
+    id2token = dataset.field2id_token[dataset.iid_field]
+    folder = config["data_path"]  # RecBole has already appended the data set name
+    key_map = config["item_key_map"]
+    if key_map is None:
+        default_map = os.path.join(folder, f"{config['dataset']}.item2index")
+        key_map = default_map if os.path.isfile(default_map) else None
+    kwargs = {}
+    if config["text_encoder_path"]:
+        text_file = config["raw_text_file"] or os.path.join(folder, f"{config['dataset']}.text")
+        texts, present = load_item_texts(text_file, id2token, key_map)
+        kwargs.update(text_path=config["text_encoder_path"], texts=texts, text_present=present)
+    if config["image_encoder_path"]:
+        from transformers import CLIPVisionConfig
+
+        size = CLIPVisionConfig.from_pretrained(config["image_encoder_path"]).image_size
+        images, present = load_item_images(config["image_dir"] or os.path.join(folder, "images"), id2token,
+                                           size, key_map)
+        kwargs.update(image_path=config["image_encoder_path"], images=images, image_present=present)
+    return PretrainedEncoderTokens(len(id2token), max_text_length=config["text_max_length"],
+                                   n_trainable_blocks=config["n_trainable_blocks"], **kwargs)

@@ -1,0 +1,174 @@
+"""ODMT: ID-aware multi-modal transformer with online distillation between three branches."""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn as nn
+
+from recbole_mm.model.abstract_recommender import MMSequentialRecommender
+from recbole_mm.model.encoders import FeatureTokens, TokenTransformer
+from recbole_mm.model.inbatch import (
+    distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, popularity_log_prior, ramp_weight,
+    training_targets,
+)
+from recbole_mm.model.layers import CausalTransformer
+
+BRANCHES = ("id", "text", "image")
+
+
+class GRUBackbone(nn.Module):
+    """GRU4Rec-style backbone: dropout, a GRU, a linear layer back to ``hidden_size``."""
+
+    def __init__(self, config, hidden: int):
+        super().__init__()
+        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.gru = nn.GRU(hidden, hidden, num_layers=config["n_layers"], batch_first=True, bias=False)
+        self.dense = nn.Linear(hidden, hidden)
+
+    def forward(self, item_seq: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.gru(self.dropout(item_emb))[0])
+
+
+class ODMT(MMSequentialRecommender):
+    r"""ODMT (Ji et al., ACM MM 2023: "Online Distillation-enhanced Multi-modal Transformer for
+    Sequential Recommendation"), feature mode.
+
+    Per item an ID token, the projected text token(s) and the projected image token(s) pass
+    through ``imt_layers`` post-LN blocks; the ID token's output feeds the ID branch, the first
+    text token the text branch, the first image token the image branch, each through its own
+    MLP head and its own sequence backbone (``backbone``: sasrec | gru4rec). Loss: the sum of
+    the branches' in-batch CE plus ``w * [KL(text<-ID) + KL(image<-ID) + KL(ID<-ensemble)]`` with
+    the ramped weight ``w``; evaluation scores are the mean of the three branches' scores.
+
+    Differences from the public code (docs/models/ODMT.md): the KD term is the KL divergence
+    (soft CE minus the teacher's entropy, same student gradient, zero on agreement); the
+    padding row is zero; candidates are the batch's distinct target items.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        hidden = self.hidden_size = config["hidden_size"]
+        if config["backbone"] not in ("sasrec", "gru4rec"):
+            raise ValueError(f"config key `backbone` must be sasrec or gru4rec, got {config['backbone']!r}")
+        features, masks = self.load_modalities(config, dataset)
+        missing = [m for m in ("text", "image") if m not in features]
+        if missing:
+            raise ValueError(f"ODMT needs the text and image modalities; {missing} not in config key `modalities`")
+        self.source = FeatureTokens({m: features[m] for m in ("text", "image")},
+                                    {m: masks[m] for m in ("text", "image")})
+        self.id_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+        self.projections = nn.ModuleDict({m: nn.Linear(self.source.dims[m], hidden) for m in ("text", "image")})
+        self.imt = TokenTransformer(hidden, config["imt_layers"], config["imt_n_heads"], config["imt_inner_size"],
+                                    config["hidden_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
+        self.heads = nn.ModuleDict({b: nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(),
+                                                     nn.Linear(hidden, hidden)) for b in BRANCHES})
+        backbone = CausalTransformer if config["backbone"] == "sasrec" else GRUBackbone
+        self.backbones = nn.ModuleDict({b: backbone(config, hidden) for b in BRANCHES})
+        self.block_id_key = bool(config["block_id_key"])
+        self.kd_temperature, self.kd_alpha = config["kd_temperature"], config["kd_alpha"]
+        self.kd_weight, self.kd_detach_teacher = config["kd_weight"], bool(config["kd_detach_teacher"])
+        self.item_chunk_size = config["item_chunk_size"]
+        prior = popularity_log_prior(dataset, self.n_items)
+        self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
+        # training epochs started so far (model.train() calls); saved with the model, so a resumed run continues the ramp
+        self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
+        self.apply(self.init_weights)
+        if config["id_init"] == "features":
+            self.init_id_from_features()
+        elif config["id_init"] != "random":
+            raise ValueError(f"config key `id_init` must be random or features, got {config['id_init']!r}")
+        with torch.no_grad():
+            self.id_embedding.weight[0].zero_()
+
+    @torch.no_grad()
+    def init_id_from_features(self) -> None:
+        """ID embedding := mean of the item's projected text and image features (those it has)."""
+        ids = torch.arange(self.n_items)
+        tokens = self.source(ids)
+        total = torch.zeros(self.n_items, self.hidden_size)
+        count = torch.zeros(self.n_items, 1)
+        for m in ("text", "image"):
+            states, mask = tokens[m]
+            present = mask[:, 0].float().unsqueeze(-1)
+            total += self.projections[m](states[:, 0]) * present
+            count += present
+        self.id_embedding.weight.copy_(total / count.clamp(min=1.0))
+
+    @property
+    def epoch(self) -> int:
+        """0-based index of the current training epoch."""
+        return max(0, int(self.epochs_started) - 1)
+
+    def train(self, mode: bool = True):
+        if mode and hasattr(self, "epochs_started"):
+            self.epochs_started += 1  # RecBole's trainer calls model.train() once per training epoch
+        return super().train(mode)
+
+    # ----- items ---------------------------------------------------------------------------
+    def attention_allowed(self, masks: List[torch.Tensor]) -> torch.Tensor:
+        """(n, T, T) mask over [ID, text tokens, image tokens]: valid keys only; with
+        ``block_id_key`` the text and image queries never see the ID key."""
+        keys = torch.cat([torch.ones_like(masks[0][:, :1])] + masks, dim=1)
+        allowed = keys.unsqueeze(1).expand(-1, keys.size(1), -1).clone()
+        if self.block_id_key:
+            allowed[:, 1:, 0] = False
+        return allowed
+
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """(n,) ids -> (n, 3, d) representations of the ID, text and image branches (0 for padding)."""
+        tokens = self.source(item_ids)
+        text, text_mask = tokens["text"]
+        image, image_mask = tokens["image"]
+        states = torch.cat([self.id_embedding(item_ids).unsqueeze(1), self.projections["text"](text),
+                            self.projections["image"](image)], dim=1)
+        out = self.imt(states, self.attention_allowed([text_mask, image_mask]))
+        picks = {"id": out[:, 0], "text": out[:, 1], "image": out[:, 1 + text.size(1)]}
+        reps = torch.stack([self.heads[b](picks[b]) for b in BRANCHES], dim=1)
+        return reps * (item_ids > 0).view(-1, 1, 1).to(reps.dtype)
+
+    def item_table(self) -> torch.Tensor:
+        ids = torch.arange(self.n_items, device=self.id_embedding.weight.device)
+        reps = torch.cat([self.encode_items(chunk) for chunk in ids.split(self.item_chunk_size)])
+        return reps.flatten(1)  # (n_items, 3d): [ID | text | image]
+
+    def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        per_branch = table[item_seq].view(*item_seq.shape, len(BRANCHES), self.hidden_size)
+        return torch.cat([self.backbones[b](item_seq, per_branch[..., k, :]) for k, b in enumerate(BRANCHES)], -1)
+
+    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Mean of the three branches' dot products (a dot product of the concatenations / 3)."""
+        return seq_output @ table.transpose(-1, -2) / len(BRANCHES)
+
+    # ----- training ------------------------------------------------------------------------
+    def branch_logits(self, interaction):
+        """In-batch logits of every branch, {branch: (N, C)}, and the batch layout."""
+        inputs, targets = training_targets(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID,
+                                           self.trim_batches)
+        ids = torch.unique(torch.cat([inputs.reshape(-1), targets.reshape(-1), inputs.new_zeros(1)]), sorted=True)
+        reps = self.encode_items(ids)
+        layout = in_batch_layout(inputs, targets)
+        seq_reps, cand_reps = reps[torch.searchsorted(ids, inputs)], reps[torch.searchsorted(ids, layout.candidates)]
+        logits = {}
+        for k, b in enumerate(BRANCHES):
+            output = self.backbones[b](inputs, seq_reps[..., k, :])
+            logits[b] = in_batch_logits(output[layout.rows, layout.positions], cand_reps[:, k], layout,
+                                        self.log_prior)
+        return logits, layout
+
+    def distillation_loss(self, logits) -> torch.Tensor:
+        """KL(text <- ID) + KL(image <- ID) + KL(ID <- mean of the three), unweighted."""
+        ensemble = (logits["id"] + logits["text"] + logits["image"]) / len(BRANCHES)
+        tau, detach = self.kd_temperature, self.kd_detach_teacher
+        return (distillation_kl(logits["text"], logits["id"], tau, detach)
+                + distillation_kl(logits["image"], logits["id"], tau, detach)
+                + distillation_kl(logits["id"], ensemble, tau, detach))
+
+    def calculate_loss(self, interaction):
+        logits, layout = self.branch_logits(interaction)
+        loss = sum(in_batch_ce(logits[b], layout) for b in BRANCHES)
+        weight = self.kd_weight * ramp_weight(self.epoch, self.kd_alpha)
+        if weight > 0:
+            loss = loss + weight * self.distillation_loss(logits)
+        return loss

@@ -1,0 +1,177 @@
+"""PMMRec: an ID-free multi-modal sequential recommender built for transfer."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_mm.model.abstract_recommender import MMSequentialRecommender
+from recbole_mm.model.encoders import TokenTransformer, build_token_source, key_mask, masked_mean
+from recbole_mm.model.inbatch import (
+    corrupt_sequence, in_batch_ce, in_batch_layout, in_batch_logits, multi_positive_info_nce, nicl_masks,
+    popularity_log_prior, symmetric_info_nce, training_targets,
+)
+from recbole_mm.model.layers import CausalTransformer, masked_positions
+
+PRETRAIN_PARTS = {"item_encoder": ("item_tower.",), "user_encoder": ("user_encoder.", "nid_head.")}
+
+
+class PMMRec(MMSequentialRecommender):
+    r"""PMMRec (Li et al., ICDE 2024: "Multi-Modality is All You Need for Transferable
+    Recommender Systems"). No item IDs: an item is the masked mean of one post-LN "merged
+    attention" layer over its projected text and image tokens (or one modality alone,
+    ``item_tower``); a SASRec-style user encoder; dot-product scores trained with an in-batch
+    softmax (minus log popularity, the user's other items masked), plus NICL, NID and RCL.
+
+    Differences from the paper: NICL/NID/RCL are designed from the paper's text (the public
+    code has none; docs/models/PMMRec.md gives the exact definitions); feature mode treats a
+    pooled vector as a single token; a missing image is a masked token.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        hidden = config["hidden_size"]
+        self.item_tower_kind = config["item_tower"]
+        if self.item_tower_kind not in ("merged", "text", "image"):
+            raise ValueError(f"config key `item_tower` must be merged, text or image, got {self.item_tower_kind!r}")
+        features, masks = self.load_modalities(config, dataset)
+        self.item_tower = nn.Module()
+        self.item_tower.source = build_token_source(config, dataset, features, masks)
+        available = self.item_tower.source.modalities
+        self.tower_modalities = available if self.item_tower_kind == "merged" else [self.item_tower_kind]
+        missing = [m for m in self.tower_modalities if m not in available]
+        if missing:
+            raise ValueError(f"item_tower {self.item_tower_kind!r} needs modality {missing[0]!r}, which is not loaded")
+        self.item_tower.projections = nn.ModuleDict(
+            {m: nn.Linear(self.item_tower.source.dims[m], hidden) for m in available})
+        self.item_tower.fusion = TokenTransformer(hidden, 1, config["fusion_n_heads"], config["fusion_inner_size"],
+                                                  config["fusion_dropout_prob"], config["hidden_act"],
+                                                  config["layer_norm_eps"])
+        self.user_encoder = CausalTransformer(config, hidden)
+        self.nid_head = nn.Linear(hidden, 1)
+        has_image = (self.item_tower.source.present("image") if "image" in available
+                     else torch.zeros(self.n_items, dtype=torch.bool))
+        self.register_buffer("has_image", has_image.clone(), persistent=False)
+        prior = popularity_log_prior(dataset, self.n_items)
+        self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
+        self.nicl_weight, self.nicl_temperature = config["nicl_weight"], config["nicl_temperature"]
+        self.nid_weight, self.nid_noise_ratio = config["nid_weight"], config["nid_noise_ratio"]
+        self.rcl_weight, self.rcl_temperature = config["rcl_weight"], config["rcl_temperature"]
+        self.item_chunk_size = config["item_chunk_size"]
+        for module in (self.item_tower.projections, self.item_tower.fusion, self.user_encoder, self.nid_head):
+            module.apply(self.init_weights)
+
+    # ----- items ---------------------------------------------------------------------------
+    def encode_items(self, item_ids: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """(n,) ids -> fused item vectors (n, d) and per-modality vectors {m: (n, d)} (masked
+        mean of the projected tokens, used by NICL). Padding (id 0) gives zero vectors."""
+        tokens = self.item_tower.source(item_ids)
+        states, masks, per_modality = [], [], {}
+        for m in self.tower_modalities if self.item_tower_kind != "merged" else tokens:
+            projected = self.item_tower.projections[m](tokens[m][0])
+            mask = tokens[m][1] & (item_ids > 0).unsqueeze(1)
+            per_modality[m] = masked_mean(projected, mask)
+            states.append(projected)
+            masks.append(mask)
+        if self.item_tower_kind == "merged":
+            states, mask = torch.cat(states, dim=1), torch.cat(masks, dim=1)
+            fused = masked_mean(self.item_tower.fusion(states, key_mask(mask)), mask)
+        else:
+            fused = per_modality[self.item_tower_kind]
+        return fused, per_modality
+
+    def item_table(self) -> torch.Tensor:
+        ids = torch.arange(self.n_items, device=self.has_image.device)
+        return torch.cat([self.encode_items(chunk)[0] for chunk in ids.split(self.item_chunk_size)])
+
+    def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.user_encoder(item_seq, table[item_seq])
+
+    # ----- training ------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        inputs, targets = training_targets(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID,
+                                           self.trim_batches)
+        use_noise = self.nid_weight > 0 or self.rcl_weight > 0
+        noised, nid_labels = corrupt_sequence(inputs, self.nid_noise_ratio, self.n_items) if use_noise else (None, None)
+        parts = [inputs.reshape(-1), targets.reshape(-1)] + ([noised.reshape(-1)] if use_noise else [])
+        ids = torch.unique(torch.cat(parts + [inputs.new_zeros(1)]), sorted=True)  # id 0 first
+        fused, per_modality = self.encode_items(ids)
+
+        def local(x):
+            return torch.searchsorted(ids, x)
+
+        output = self.user_encoder(inputs, fused[local(inputs)])
+        layout = in_batch_layout(inputs, targets)
+        logits = in_batch_logits(output[layout.rows, layout.positions], fused[local(layout.candidates)], layout,
+                                 self.log_prior)
+        loss = in_batch_ce(logits, layout)
+        if self.nicl_weight > 0:
+            loss = loss + self.nicl_weight * self.nicl_loss(inputs, targets, ids, per_modality)
+        if use_noise:
+            noised_output = self.user_encoder(noised, fused[local(noised)])
+            valid = inputs > 0
+            if self.nid_weight > 0:
+                nid_logits = self.nid_head(noised_output[valid]).squeeze(-1)
+                loss = loss + self.nid_weight * F.binary_cross_entropy_with_logits(nid_logits, nid_labels[valid])
+            if self.rcl_weight > 0:
+                lengths = valid.sum(1)
+                clean_user = masked_positions(output, lengths)
+                noised_user = masked_positions(noised_output, lengths)
+                loss = loss + self.rcl_weight * symmetric_info_nce(clean_user, noised_user, self.rcl_temperature)
+        return loss
+
+    def nicl_loss(self, inputs: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
+                  per_modality: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """NICL over the batch (see :func:`recbole_mm.model.inbatch.nicl_masks`); cosine
+        similarities / ``nicl_temperature``. Needs the text modality; without images only the
+        text-to-next-text positives remain."""
+        if "text" not in per_modality:
+            return per_modality[next(iter(per_modality))].sum() * 0.0
+        masks = nicl_masks(inputs, targets, self.has_image)
+        text = per_modality["text"]
+        image = per_modality.get("image", torch.zeros_like(text))
+
+        def both(items):
+            rows = torch.searchsorted(ids, items[: len(items) // 2])
+            return F.normalize(torch.cat([text[rows], image[rows]]), dim=-1)
+
+        sim = both(masks.anchor_items) @ both(masks.candidate_items).t()
+        return multi_positive_info_nce(sim, masks.positive, masks.negative, self.nicl_temperature)
+
+    # ----- transfer --------------------------------------------------------------------------
+    def load_pretrained(self, state_dict: dict, pretrain_part: str) -> List[str]:
+        """Load one part of a pre-trained PMMRec: ``full`` | ``item_encoder`` | ``user_encoder``
+        | ``none`` (train from scratch; nothing is loaded). Parts not loaded keep their fresh
+        initialisation. ``state_dict`` may also be a RecBole checkpoint (``{"state_dict": ...}``).
+
+        Raises ``KeyError`` when a key of the part is missing from ``state_dict`` or ``state_dict``
+        has an unknown key under the part, ``ValueError`` on a shape mismatch or an unknown
+        part. Returns the loaded keys.
+        """
+        if pretrain_part not in ("full", "item_encoder", "user_encoder", "none"):
+            raise ValueError(f"pretrain_part must be full, item_encoder, user_encoder or none, got {pretrain_part!r}")
+        if pretrain_part == "none":
+            return []
+        if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+            state_dict = state_dict["state_dict"]
+        own = self.state_dict()
+        prefixes = (tuple(p for ps in PRETRAIN_PARTS.values() for p in ps) if pretrain_part == "full"
+                    else PRETRAIN_PARTS[pretrain_part])
+        expected = {k for k in own if k.startswith(prefixes)}
+        given = {k for k in state_dict if k.startswith(prefixes)}
+        if pretrain_part == "full":
+            given = set(state_dict)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            raise KeyError(f"pretrain_part {pretrain_part!r}: checkpoint lacks {len(missing)} key(s) {missing[:5]} "
+                           f"and has {len(unexpected)} unknown key(s) {unexpected[:5]} (architectures differ?)")
+        wrong = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(expected)
+                 if tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        if wrong:
+            raise ValueError(f"pretrain_part {pretrain_part!r}: shape mismatch for {len(wrong)} key(s): {wrong[:5]}")
+        self.load_state_dict({k: state_dict[k] for k in expected}, strict=False)
+        self._cached_item_table = None
+        return sorted(expected)

@@ -1,0 +1,250 @@
+"""PMMRec: no ID parameters, NID labels, NICL relations, in-batch CE corrections, end-to-end
+gradients, partial loading for transfer, training through the runner."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_mm.config import MMConfig
+from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
+from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.model.encoders import transformer_blocks
+from recbole_mm.model.inbatch import (
+    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks, training_targets,
+)
+from recbole_mm.runner import run
+from recbole_mm.utils import get_model
+
+SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
+
+
+def build(config_dict, dataset="tiny"):
+    config = MMConfig("PMMRec", dataset, config_dict=config_dict)
+    train, valid, _ = prepare_data(config, create_dataset(config))
+    return config, train, valid, get_model("PMMRec")(config, train._dataset)
+
+
+def test_pmmrec_has_no_id_parameters(tiny_config):
+    _, _, _, model = build(tiny_config(**SMALL))
+    n_items = model.n_items
+    for name, param in model.named_parameters():
+        assert n_items not in param.shape, f"{name} {tuple(param.shape)} is sized by the item count"
+    assert not any(isinstance(m, torch.nn.Embedding) and m.num_embeddings == n_items for m in model.modules())
+    # the state dict (what a transfer checkpoint carries) is independent of the item set too
+    assert all(n_items not in v.shape for v in model.state_dict().values())
+
+
+def test_nid_labels_are_exactly_the_replaced_positions():
+    torch.manual_seed(0)
+    seq = torch.randint(1, 50, (64, 20))
+    seq[:, 15:] = 0  # padding
+    seq[:8, 3:] = 0
+    noised, labels = corrupt_sequence(seq, 0.3, n_items=50)
+    assert torch.equal(labels.bool(), noised != seq)  # replaced <=> label 1, and a replacement always differs
+    assert not labels[seq == 0].any() and torch.equal(noised[seq == 0], seq[seq == 0])  # padding untouched
+    assert noised.min() >= 0 and noised.max() < 50 and (noised[seq > 0] > 0).all()
+    assert abs(labels[seq > 0].mean().item() - 0.3) < 0.05
+    none, labels0 = corrupt_sequence(seq, 0.0, n_items=50)
+    assert torch.equal(none, seq) and labels0.sum() == 0
+    _, labels1 = corrupt_sequence(seq, 1.0, n_items=50)
+    assert torch.equal(labels1.bool(), seq > 0)
+
+
+def test_nicl_positives_and_negatives_on_a_hand_built_batch():
+    # user 0: 1 -> 2 -> 6;  user 1: 3 -> 4 -> 5 -> 7;  item 4 has no image
+    inputs = torch.tensor([[1, 2, 0], [3, 4, 5]])
+    targets = torch.tensor([[2, 6, 0], [4, 5, 7]])
+    has_image = torch.ones(8, dtype=torch.bool)
+    has_image[4] = False
+    masks = nicl_masks(inputs, targets, has_image)
+    assert masks.items.tolist() == [1, 2, 3, 4, 5, 6, 7]
+    cand = [(int(i), "t") for i in masks.items] + [(int(i), "v") for i in masks.items]
+    anchors = [(x, "t") for x in (1, 2, 3, 4, 5)] + [(x, "v") for x in (1, 2, 3, 4, 5)]
+    assert masks.anchor_items.tolist() == [a[0] for a in anchors]
+    both = lambda *items: {(i, m) for i in items for m in "tv" if (i, m) != (4, "v")}  # noqa: E731
+    expected_pos = {
+        (1, "t"): {(1, "v"), (2, "t"), (2, "v")},
+        (2, "t"): {(2, "v"), (6, "t"), (6, "v")},
+        (3, "t"): {(3, "v"), (4, "t")},  # next item 4: text only (no image)
+        (4, "t"): {(5, "t"), (5, "v")},  # 4 has no image: no cross-modal positive of its own
+        (5, "t"): {(5, "v"), (7, "t"), (7, "v")},
+        (1, "v"): {(1, "t"), (2, "t"), (2, "v")},
+        (2, "v"): {(2, "t"), (6, "t"), (6, "v")},
+        (3, "v"): {(3, "t"), (4, "t")},
+        (4, "v"): set(),  # an image anchor that does not exist takes part in nothing
+        (5, "v"): {(5, "t"), (7, "t"), (7, "v")},
+    }
+    other_user = {0: both(3, 4, 5, 7), 1: both(1, 2, 6)}  # items of the batch outside the user's row
+    for a, anchor in enumerate(anchors):
+        positives = {cand[k] for k in masks.positive[a].nonzero().flatten().tolist()}
+        negatives = {cand[k] for k in masks.negative[a].nonzero().flatten().tolist()}
+        assert positives == expected_pos[anchor], anchor
+        user = 0 if anchor[0] in (1, 2) else 1
+        assert negatives == (set() if anchor == (4, "v") else other_user[user]), anchor
+
+
+def test_popularity_correction_and_history_masking():
+    inputs = torch.tensor([[1, 2, 0], [3, 1, 0]])
+    targets = torch.tensor([[2, 3, 0], [1, 4, 0]])
+    layout = in_batch_layout(inputs, targets)
+    assert layout.candidates.tolist() == [1, 2, 3, 4]
+    assert layout.labels.tolist() == [1, 2, 0, 3]
+    # row 0 holds {1, 2, 3}, row 1 holds {1, 3, 4}: every other item of the row is masked, never the target
+    assert layout.history_mask.tolist() == [[True, False, True, False], [True, True, False, False],
+                                            [False, False, True, True], [True, False, True, False]]
+    torch.manual_seed(0)
+    users, cands = torch.randn(4, 5), torch.randn(4, 5)
+    log_prior = torch.log(torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4]).clamp(min=1e-9))
+    corrected = in_batch_logits(users, cands, layout, log_prior)
+    plain = in_batch_logits(users, cands, layout)
+    raw = users @ cands.t()
+    keep = ~layout.history_mask
+    assert torch.isinf(corrected[layout.history_mask]).all() and (corrected[layout.history_mask] < 0).all()
+    torch.testing.assert_close(plain[keep], raw[keep])
+    torch.testing.assert_close(corrected[keep], (raw - log_prior[1:].view(1, -1))[keep])
+    assert torch.isfinite(corrected[torch.arange(4), layout.labels]).all()
+
+
+def test_prefix_samples_put_the_target_at_the_last_position():
+    from recbole.data.interaction import Interaction
+
+    batch = Interaction({"item_id_list": torch.tensor([[5, 6, 0], [7, 0, 0]]), "item_length": torch.tensor([2, 1]),
+                         "item_id": torch.tensor([9, 8])})
+    inputs, targets = training_targets(batch, "item_id_list", "item_length", "item_id")
+    assert inputs.tolist() == [[5, 6], [7, 0]] and targets.tolist() == [[0, 9], [8, 0]]
+
+
+def test_loss_falls_with_all_objectives(tiny_config):
+    _, train, _, model = build(tiny_config(**SMALL))
+    batch = next(iter(train))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
+    assert model.nid_head.weight.grad is not None and model.nid_head.weight.grad.abs().sum() > 0
+
+
+# ----- end-to-end mode --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def e2e_paths(tmp_path_factory):
+    """A tiny data set with raw titles and images, a tiny BERT and a tiny CLIP vision encoder."""
+    from PIL import Image
+    from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPVisionConfig, CLIPVisionModel
+
+    root = tmp_path_factory.mktemp("e2e")
+    folder = write_dataset(SyntheticSpec(name="tinye2e", n_users=120, n_items=40, n_categories=4, seed=3), str(root))
+    words = ["red", "blue", "green", "drill", "glove", "tape", "lens", "kit"]
+    rng = np.random.default_rng(0)
+    os.makedirs(os.path.join(folder, "images"))
+    with open(os.path.join(folder, "tinye2e.text"), "w") as f:
+        f.write("item_id:token\ttext:token_seq\n")
+        for i in range(40):
+            f.write(f"it{i:05d}\t{' '.join(rng.choice(words, 4))}\n")
+            if i % 3:  # a third of the items have no image
+                pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(os.path.join(folder, "images", f"it{i:05d}.png"))
+    vocab = os.path.join(root, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    text_dir, image_dir = str(root / "bert"), str(root / "clip")
+    BertTokenizerFast(vocab_file=vocab).save_pretrained(text_dir)
+    BertModel(BertConfig(vocab_size=13, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(text_dir)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                     num_attention_heads=2, image_size=32, patch_size=16)).save_pretrained(image_dir)
+    return str(root), text_dir, image_dir
+
+
+def test_end_to_end_step_trains_only_the_top_blocks(e2e_paths, tiny_config):
+    data_path, text_dir, image_dir = e2e_paths
+    config_dict = tiny_config(**SMALL, data_path=data_path, encoder_mode="end_to_end", text_encoder_path=text_dir,
+                              image_encoder_path=image_dir, n_trainable_blocks=2, text_max_length=8,
+                              item_chunk_size=16)
+    _, train, valid, model = build(config_dict, dataset="tinye2e")
+    source = model.item_tower.source
+    assert source.text_present[1:].all() and source.image_present.sum() == 26  # items 1..39 with i % 3 != 0
+    batch = next(iter(train))
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for encoder, n_blocks in ((source.text_encoder, 4), (source.image_encoder, 3)):
+        blocks = transformer_blocks(encoder)
+        assert len(blocks) == n_blocks
+        top = {id(p) for block in list(blocks)[-2:] for p in block.parameters()}
+        n_trainable = 0
+        for name, param in encoder.named_parameters():
+            if id(param) in top:
+                assert param.requires_grad and param.grad is not None, name
+                n_trainable += 1
+            else:  # embeddings, lower blocks, final norms: frozen, no gradient
+                assert not param.requires_grad and param.grad is None, name
+        assert n_trainable == len(top) > 0
+        assert sum(p.grad.abs().sum() for p in encoder.parameters() if id(p) in top) > 0
+    assert model.item_tower.fusion.encoder.layer[0].feed_forward.dense_1.weight.grad is not None
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(next(iter(valid))[0])
+    assert scores.shape[1] == model.n_items and torch.isfinite(scores[:, 1:]).all()
+
+
+# ----- transfer -----------------------------------------------------------------------------
+def test_load_pretrained_loads_exactly_the_named_part(tiny_config):
+    torch.manual_seed(1)
+    _, _, _, source = build(tiny_config(**SMALL))
+    torch.manual_seed(2)
+    pretrained = {k: v + 0.5 for k, v in source.state_dict().items()}  # clearly different from any fresh model
+
+    def parts(model):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        item = {k: v for k, v in state.items() if k.startswith("item_tower.")}
+        user = {k: v for k, v in state.items() if k.startswith(("user_encoder.", "nid_head."))}
+        assert len(item) + len(user) == len(state) and item and user
+        return item, user
+
+    for part in ("full", "item_encoder", "user_encoder", "none"):
+        torch.manual_seed(3)
+        _, _, _, target = build(tiny_config(**SMALL))
+        item_before, user_before = parts(target)
+        loaded = target.load_pretrained({"state_dict": pretrained} if part == "full" else pretrained, part)
+        item_after, user_after = parts(target)
+        for group_before, group_after, wanted in ((item_before, item_after, part in ("full", "item_encoder")),
+                                                  (user_before, user_after, part in ("full", "user_encoder"))):
+            for key in group_before:
+                expected = pretrained[key] if wanted else group_before[key]
+                torch.testing.assert_close(group_after[key], expected, msg=f"{part}: {key}")
+                assert (key in loaded) == wanted
+        if part == "none":
+            assert loaded == []
+
+    torch.manual_seed(3)
+    _, _, _, target = build(tiny_config(**SMALL))
+    missing = {k: v for k, v in pretrained.items() if not k.startswith("user_encoder.encoder.layer.0.")}
+    with pytest.raises(KeyError, match="lacks"):
+        target.load_pretrained(missing, "user_encoder")
+    target.load_pretrained(missing, "item_encoder")  # the item encoder part is complete
+    with pytest.raises(KeyError, match="unknown"):
+        target.load_pretrained({**pretrained, "item_tower.extra.weight": torch.zeros(1)}, "item_encoder")
+    bad = dict(pretrained)
+    bad["user_encoder.position_embedding.weight"] = torch.zeros(5, 32)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        target.load_pretrained(bad, "user_encoder")
+    with pytest.raises(ValueError, match="pretrain_part"):
+        target.load_pretrained(pretrained, "everything")
+
+
+# ----- through the runner -------------------------------------------------------------------------
+@pytest.mark.parametrize("item_tower", ["merged", "text"])
+def test_pmmrec_trains_through_runner(item_tower, tiny_config, tiny_data_path):
+    from test_runner import most_popular_recall_at_10
+
+    result = run("PMMRec", "tiny", config_dict=tiny_config(**SMALL, item_tower=item_tower, epochs=8))
+    assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path), result["test_result"]
