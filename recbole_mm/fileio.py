@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 
 @contextmanager
@@ -32,3 +33,18 @@ def write_json_atomic(path: str, payload: dict) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, default=str)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_csv_atomic(path: str, rows: List[Dict]) -> None:
+    """Rows of equal keys as CSV (header from the first row)."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            writer.writerows(rows)

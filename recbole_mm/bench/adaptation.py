@@ -12,12 +12,11 @@ For every backbone: train on the source; then on the target test split report pe
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from typing import Dict, List
 
-from recbole_mm.fileio import atomic_output, write_json_atomic
+from recbole_mm.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
 
 SETTINGS = ("source model as is", "target only (sample)", "fine-tune (sample)", "TAA", "DAA")
 
@@ -69,14 +68,8 @@ def write_table(rows: List[Dict], out: str, source: str, target: str, sample_rat
         lines.append(f"| {r['backbone']} | {r['setting']} | {r['ctr_auc']:.4f} | {r['ctcvr_auc']:.4f} | "
                      f"{r['ctr_logloss']:.4f} | {r['ctcvr_logloss']:.4f} | {r['epochs']} |")
     table = "\n".join(lines)
-    with atomic_output(os.path.join(out, "adaptation.md")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-    with atomic_output(os.path.join(out, "adaptation.csv")) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_text_atomic(os.path.join(out, "adaptation.md"), table + "\n")
+    write_csv_atomic(os.path.join(out, "adaptation.csv"), rows)
     return table
 
 

@@ -110,7 +110,7 @@ def run_once(out: str, key: str, model: str, dataset: str, config_files, config_
     result["model"] = model
     if "error" not in result:
         write_json_atomic(done_file, result)
-    print(f"{key}: {result.get('test_result', result.get('error'))}", flush=True)
+    print(f"{key}: {result.get('test_result') or result.get('error') or result.get('checkpoint')}", flush=True)
     return result
 
 

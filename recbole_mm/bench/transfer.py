@@ -14,7 +14,6 @@ Writes ``<out>/table.md``, ``table.csv`` and ``config.yaml`` (the settings and t
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from typing import Dict, List
@@ -22,7 +21,7 @@ from typing import Dict, List
 import yaml
 
 from recbole_mm.bench.compare import parse_overrides, run_once
-from recbole_mm.fileio import atomic_output
+from recbole_mm.fileio import write_csv_atomic, write_text_atomic
 from recbole_mm.model.transfer import ADAPTATION_MODES
 
 MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning"}
@@ -70,14 +69,8 @@ def write_table(rows: List[Dict], out: str, target: str, sources: List[str]) -> 
     for model in models:
         lines.append(f"| {model} | " + " | ".join(cell(by_key.get((model, m))) for m in modes) + " |")
     table = "\n".join(lines)
-    with atomic_output(os.path.join(out, "table.md")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-    with atomic_output(os.path.join(out, "table.csv")) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_text_atomic(os.path.join(out, "table.md"), table + "\n")
+    write_csv_atomic(os.path.join(out, "table.csv"), rows)
     return table
 
 
@@ -103,9 +96,7 @@ def main(argv=None) -> List[Dict]:
     settings = {"command": "python -m recbole_mm.bench.transfer " + " ".join(argv), "target": args.target,
                 "sources": sources, "models": models, "modes": modes, "pretrain_epochs": args.pretrain_epochs,
                 "overrides": overrides}
-    with atomic_output(os.path.join(args.out, "config.yaml")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            yaml.safe_dump(settings, f, sort_keys=False)
+    write_text_atomic(os.path.join(args.out, "config.yaml"), yaml.safe_dump(settings, sort_keys=False))
     rows = transfer_table(models, args.target, sources, overrides, args.out, args.pretrain_epochs, modes)
     print(write_table(rows, args.out, args.target, sources))
     return rows
