@@ -120,3 +120,20 @@ def test_odmt_trains_through_runner(backbone, tiny_config, tiny_data_path):
 
     result = run("ODMT", "tiny", config_dict=tiny_config(**SMALL, backbone=backbone, kd_alpha=4, epochs=8))
     assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path), result["test_result"]
+
+
+def test_gru4rec_backbone_loss_falls(tiny_config):
+    _, train, _, model = build(tiny_config(**SMALL, backbone="gru4rec", kd_alpha=0.5))
+    assert isinstance(model.backbones["text"].gru, torch.nn.GRU)
+    batch = next(iter(train))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0], losses
+    for name in ("id", "text", "image"):
+        assert model.backbones[name].gru.weight_ih_l0.grad.abs().sum() > 0

@@ -248,3 +248,50 @@ def test_pmmrec_trains_through_runner(item_tower, tiny_config, tiny_data_path):
 
     result = run("PMMRec", "tiny", config_dict=tiny_config(**SMALL, item_tower=item_tower, epochs=8))
     assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path), result["test_result"]
+
+
+def test_images_load_from_a_folder_and_from_the_lmdb_store(e2e_paths, tmp_path):
+    from recbole_mm.model.encoders import load_item_images
+    from recbole_mm.preprocess.lmdb_store import build_image_lmdb
+
+    folder = os.path.join(e2e_paths[0], "tinye2e", "images")
+    tokens = ["[PAD]"] + [f"it{i:05d}" for i in range(40)]
+    report = build_image_lmdb(folder, {t: t for t in tokens[1:]}, str(tmp_path / "store"), show_progress=False)
+    assert report["images_stored"] == 26
+    from_folder, present = load_item_images(folder, tokens, 16)
+    from_lmdb, present_lmdb = load_item_images(str(tmp_path / "store"), tokens, 16)
+    assert present.sum() == 26 and np.array_equal(present, present_lmdb)
+    assert present.tolist() == [False] + [i % 3 != 0 for i in range(40)]
+    assert torch.equal(from_folder, from_lmdb) and from_folder[present].float().std() > 10
+    assert from_folder[~present].sum() == 0
+
+
+def test_pretrain_then_adapt_through_the_transfer_stage(tiny_config, tiny_data_path, tmp_path):
+    """--stage=pretrain on two source domains, then adaptation fine_tune with pretrain_part."""
+    from recbole_mm.transfer import apply_adaptation, load_pretrained as read_checkpoint
+
+    for name, seed, prefix in (("pm_src_x", 31, "px"), ("pm_src_y", 32, "py")):
+        write_dataset(SyntheticSpec(name=name, n_users=200, n_items=80, n_categories=8, seed=seed,
+                                    domain_shift=0.2, item_prefix=prefix), tiny_data_path)
+    result = run("PMMRec", "pm_src_x,pm_src_y", config_dict=tiny_config(**SMALL, stage="pretrain", epochs=3))
+    losses = [epoch["total"] for epoch in result["pretrain_loss"]]
+    assert losses[-1] < losses[0] and all(epoch["auxiliary"] > 0 for epoch in result["pretrain_loss"])
+    checkpoint = read_checkpoint(result["checkpoint"])
+    assert checkpoint["metadata"]["family"] == "PMMRec" and checkpoint["metadata"]["n_items"] == {
+        "pm_src_x": 80, "pm_src_y": 80}
+    for part in ("user_encoder", "item_encoder"):
+        config_dict = tiny_config(**SMALL, adaptation="fine_tune", pretrained_checkpoint=result["checkpoint"],
+                                  pretrain_part=part)
+        config, _, _, model = build(config_dict)
+        summary = apply_adaptation(model, config)
+        assert summary["pretrain_part"] == part
+        state = model.state_dict()
+        loaded_prefix = "user_encoder." if part == "user_encoder" else "item_tower."
+        other_prefix = "item_tower." if part == "user_encoder" else "user_encoder."
+        assert all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items() if k.startswith(loaded_prefix))
+        assert not any(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items()
+                       if k.startswith(other_prefix) and v.dim() == 2)
+    config, _, _, model = build(tiny_config(**SMALL, adaptation="re_learning",
+                                            pretrained_checkpoint=result["checkpoint"]))
+    with pytest.raises(ValueError, match="fine_tune"):
+        apply_adaptation(model, config)

@@ -11,7 +11,8 @@ with ``states`` (n, T, d_m) and ``mask`` (n, T) bool:
 
 :class:`TokenTransformer` is a stack of post-LN (BERT-style) blocks over a set of tokens with
 an explicit (n, T, T) "may attend" mask. Raw inputs: :func:`load_item_texts` (``<D>.text``
-atomic file) and :func:`load_item_images` (a folder of ``<item>.<ext>`` images).
+atomic file) and :func:`load_item_images` (a folder of ``<item>.<ext>`` images or the
+lmdb image store of the preprocessing).
 """
 
 from __future__ import annotations
@@ -142,14 +143,43 @@ def load_item_texts(text_file: str, id2token: Sequence[str], key_map_file: Optio
     return texts, present
 
 
-def load_item_images(image_dir: str, id2token: Sequence[str], image_size: int,
-                     key_map_file: Optional[str] = None) -> Tuple[torch.Tensor, np.ndarray]:
-    """Images ``<image_dir>/<item token or original key>.<ext>`` resized to ``image_size``;
-    returns (uint8 tensor (n_items, 3, S, S), present mask)."""
+def _decode_image(data, image_size: int) -> torch.Tensor:
+    """An image file (path or bytes) -> uint8 (3, S, S), RGB, bicubic resize."""
+    import io
+
     from PIL import Image
 
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+        img = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def load_item_images(image_dir: str, id2token: Sequence[str], image_size: int,
+                     key_map_file: Optional[str] = None) -> Tuple[torch.Tensor, np.ndarray]:
+    """Each item's (first) image resized to ``image_size``; returns (uint8 tensor
+    (n_items, 3, S, S), present mask).
+
+    ``image_dir`` is either a folder of ``<item token or original key>.<ext>`` files or an lmdb
+    store of :mod:`recbole_mm.preprocess.lmdb_store` (a folder holding ``data.mdb``; key
+    ``<item token>_0``).
+    """
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"end-to-end images: folder {image_dir} not found (config key `image_dir`)")
+    images = torch.zeros(len(id2token), 3, image_size, image_size, dtype=torch.uint8)
+    present = np.zeros(len(id2token), dtype=bool)
+    if os.path.isfile(os.path.join(image_dir, "data.mdb")):
+        from recbole_mm.preprocess.lmdb_store import ImageStore
+
+        with ImageStore(image_dir) as store:
+            for i, token in enumerate(id2token):
+                if i == 0:
+                    continue
+                try:
+                    images[i] = _decode_image(store.get(str(token), 0), image_size)
+                except KeyError:
+                    continue
+                present[i] = True
+        return images, present
     from recbole_mm.preprocess.benchmark import read_item2index
 
     token_to_key = {v: k for k, v in read_item2index(key_map_file).items()} if key_map_file else {}
@@ -158,18 +188,11 @@ def load_item_images(image_dir: str, id2token: Sequence[str], image_size: int,
         stem, ext = os.path.splitext(os.path.basename(path))
         if ext.lower() in IMAGE_EXTENSIONS:
             files[stem] = path
-    images = torch.zeros(len(id2token), 3, image_size, image_size, dtype=torch.uint8)
-    present = np.zeros(len(id2token), dtype=bool)
     for i, token in enumerate(id2token):
-        if i == 0:
-            continue
-        path = files.get(str(token)) or files.get(token_to_key.get(str(token), ""))
-        if path is None:
-            continue
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
-            images[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-        present[i] = True
+        path = files.get(str(token)) or files.get(token_to_key.get(str(token), "")) if i > 0 else None
+        if path is not None:
+            images[i] = _decode_image(path, image_size)
+            present[i] = True
     return images, present
 
 

@@ -43,8 +43,17 @@ def training_targets(interaction, item_seq_field: str, length_field: str, pos_fi
 
 def popularity_log_prior(dataset, n_items: int) -> torch.Tensor:
     """log p(item) from the training interactions (targets of the training rows), add-one
-    smoothed so that every item has a finite value; entry 0 (padding) is 0."""
-    items = dataset.inter_feat[dataset.iid_field].numpy()
+    smoothed so that every item has a finite value; entry 0 (padding) is 0.
+
+    ``dataset`` is a RecBole data set, or a multi-domain pre-training data set (its domains'
+    training splits, item ids made global)."""
+    if hasattr(dataset, "inter_feat"):
+        items = dataset.inter_feat[dataset.iid_field].numpy()
+    elif hasattr(dataset, "train_splits") and hasattr(dataset, "global_ids"):
+        items = np.concatenate([dataset.global_ids(d, split.inter_feat[split.iid_field].numpy())
+                                for d, split in enumerate(dataset.train_splits)])
+    else:
+        raise TypeError(f"cannot count item popularity in a {type(dataset).__name__}")
     counts = np.bincount(items, minlength=n_items)[:n_items].astype(np.float64) + 1.0
     counts[0] = 0.0
     log_prob = np.zeros(n_items)

@@ -26,6 +26,8 @@ class GRUBackbone(nn.Module):
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.gru = nn.GRU(hidden, hidden, num_layers=config["n_layers"], batch_first=True, bias=False)
         self.dense = nn.Linear(hidden, hidden)
+        for weight in (self.gru.weight_hh_l0, self.gru.weight_ih_l0):
+            nn.init.xavier_uniform_(weight)
 
     def forward(self, item_seq: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
         return self.dense(self.gru(self.dropout(item_emb))[0])
@@ -74,7 +76,11 @@ class ODMT(MMSequentialRecommender):
         self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
         # training epochs started so far (model.train() calls); saved with the model, so a resumed run continues the ramp
         self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
-        self.apply(self.init_weights)
+        # RecBole's N(0, 0.02) for the token side and SASRec backbones; the MLP heads keep torch's default
+        # initialisation and the GRU xavier (tiny heads and GRUs give vanishing logits and gradients)
+        for module in [self.id_embedding, self.projections, self.imt] + [b for b in self.backbones.values()
+                                                                         if isinstance(b, CausalTransformer)]:
+            module.apply(self.init_weights)
         if config["id_init"] == "features":
             self.init_id_from_features()
         elif config["id_init"] != "random":

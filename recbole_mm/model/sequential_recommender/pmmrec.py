@@ -17,6 +17,9 @@ from recbole_mm.model.inbatch import (
 from recbole_mm.model.layers import CausalTransformer, masked_positions
 
 PRETRAIN_PARTS = {"item_encoder": ("item_tower.",), "user_encoder": ("user_encoder.", "nid_head.")}
+# config keys that fix the shapes (or meaning) of the transferable parameters
+TRANSFER_KEYS = ("hidden_size", "n_layers", "n_heads", "inner_size", "MAX_ITEM_LIST_LENGTH", "item_tower",
+                 "fusion_n_heads", "fusion_inner_size", "encoder_mode")
 
 
 class PMMRec(MMSequentialRecommender):
@@ -61,6 +64,11 @@ class PMMRec(MMSequentialRecommender):
         self.nid_weight, self.nid_noise_ratio = config["nid_weight"], config["nid_noise_ratio"]
         self.rcl_weight, self.rcl_temperature = config["rcl_weight"], config["rcl_temperature"]
         self.item_chunk_size = config["item_chunk_size"]
+        self.architecture = {k: config[k] for k in TRANSFER_KEYS}
+        self.similarity = config["similarity"] or "dot"
+        if self.similarity not in ("dot", "cosine"):
+            raise ValueError(f"config key `similarity` must be dot or cosine, got {self.similarity!r}")
+        self.score_temperature = config["score_temperature"]
         for module in (self.item_tower.projections, self.item_tower.fusion, self.user_encoder, self.nid_head):
             module.apply(self.init_weights)
 
@@ -90,8 +98,19 @@ class PMMRec(MMSequentialRecommender):
     def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.user_encoder(item_seq, table[item_seq])
 
+    def scoring_vectors(self, users: torch.Tensor, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Users and items as they enter the dot product: unchanged (``similarity: dot``, the
+        paper) or unit-normalised with the users divided by ``score_temperature`` (``cosine``)."""
+        if self.similarity == "dot":
+            return users, items
+        return F.normalize(users, dim=-1) / self.score_temperature, F.normalize(items, dim=-1)
+
+    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        users, items = self.scoring_vectors(seq_output, table)
+        return users @ items.transpose(-1, -2)
+
     # ----- training ------------------------------------------------------------------------
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction, return_parts: bool = False):
         inputs, targets = training_targets(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID,
                                            self.trim_batches)
         use_noise = self.nid_weight > 0 or self.rcl_weight > 0
@@ -105,9 +124,9 @@ class PMMRec(MMSequentialRecommender):
 
         output = self.user_encoder(inputs, fused[local(inputs)])
         layout = in_batch_layout(inputs, targets)
-        logits = in_batch_logits(output[layout.rows, layout.positions], fused[local(layout.candidates)], layout,
-                                 self.log_prior)
-        loss = in_batch_ce(logits, layout)
+        users, candidates = self.scoring_vectors(output[layout.rows, layout.positions], fused[local(layout.candidates)])
+        logits = in_batch_logits(users, candidates, layout, self.log_prior)
+        loss = next_item_loss = in_batch_ce(logits, layout)
         if self.nicl_weight > 0:
             loss = loss + self.nicl_weight * self.nicl_loss(inputs, targets, ids, per_modality)
         if use_noise:
@@ -121,7 +140,7 @@ class PMMRec(MMSequentialRecommender):
                 clean_user = masked_positions(output, lengths)
                 noised_user = masked_positions(noised_output, lengths)
                 loss = loss + self.rcl_weight * symmetric_info_nce(clean_user, noised_user, self.rcl_temperature)
-        return loss
+        return (loss, next_item_loss) if return_parts else loss
 
     def nicl_loss(self, inputs: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
                   per_modality: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -141,7 +160,34 @@ class PMMRec(MMSequentialRecommender):
         sim = both(masks.anchor_items) @ both(masks.candidate_items).t()
         return multi_positive_info_nce(sim, masks.positive, masks.negative, self.nicl_temperature)
 
-    # ----- transfer --------------------------------------------------------------------------
+    # ----- transfer (docs/transfer.md) -----------------------------------------------------------
+    def pretrain_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``--stage=pretrain``: the training objective, reported as (next-item CE, NICL + NID + RCL)."""
+        total, next_item = self.calculate_loss(interaction, return_parts=True)
+        return next_item, total - next_item
+
+    def transferable_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Every persistent parameter: nothing of PMMRec depends on the item set."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def transfer_metadata(self) -> dict:
+        source = self.item_tower.source
+        return {"model": type(self).__name__, "family": "PMMRec", "modalities": list(source.modalities),
+                "feature_dims": {m: int(d) for m, d in source.dims.items()}, **self.architecture}
+
+    def adapt_from_pretrained(self, checkpoint: dict, mode: str, config) -> dict:
+        """The runner's adaptation hook: ``adaptation: fine_tune`` loads the part named by
+        ``pretrain_part`` (full | item_encoder | user_encoder | none) and trains everything."""
+        from recbole_mm.transfer import check_checkpoint_fits
+
+        if mode != "fine_tune":
+            raise ValueError(f"PMMRec adapts with adaptation=fine_tune and config key `pretrain_part`; "
+                             f"{mode!r} is not defined for it")
+        check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
+        part = config["pretrain_part"] or "full"
+        loaded = self.load_pretrained(checkpoint["state_dict"], part)
+        return {"mode": mode, "pretrain_part": part, "loaded": len(loaded), "frozen": [], "reinitialised": []}
+
     def load_pretrained(self, state_dict: dict, pretrain_part: str) -> List[str]:
         """Load one part of a pre-trained PMMRec: ``full`` | ``item_encoder`` | ``user_encoder``
         | ``none`` (train from scratch; nothing is loaded). Parts not loaded keep their fresh
