@@ -239,3 +239,17 @@ def test_transfer_table_command_writes_table_and_resumes(domains_path, tmp_path,
     capsys.readouterr()
     transfer.main(args)  # nothing runs twice
     assert capsys.readouterr().out.count("done before, skipped") == 8
+
+
+def test_command_line_pretrain_then_re_learning(domains_path, tmp_path, monkeypatch, capsys):
+    from recbole_mm import cli
+
+    monkeypatch.chdir(tmp_path)
+    common = [f"--data_path={domains_path}", f"--checkpoint_dir={tmp_path}", "--epochs=1", "--hidden_size=16",
+              "--inner_size=16", "--n_experts=2", "--n_layers=1", "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING"]
+    pretrain = cli.main(["--model=ANT", "--stage=pretrain", f"--dataset={SOURCES}"] + common)
+    assert pretrain["domains"] == ["src_x", "src_y"]
+    assert "transferable checkpoint:" in capsys.readouterr().out
+    result = cli.main(["--model=ANT", "--dataset=tiny", "--adaptation=re_learning",
+                       f"--pretrained_checkpoint={pretrain['checkpoint']}"] + common)
+    assert result["adaptation"]["mode"] == "re_learning" and result["adaptation"]["frozen"]
