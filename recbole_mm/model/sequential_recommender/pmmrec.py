@@ -78,7 +78,7 @@ class PMMRec(MMSequentialRecommender):
         mean of the projected tokens, used by NICL). Padding (id 0) gives zero vectors."""
         tokens = self.item_tower.source(item_ids)
         states, masks, per_modality = [], [], {}
-        for m in self.tower_modalities if self.item_tower_kind != "merged" else tokens:
+        for m in self.tower_modalities:
             projected = self.item_tower.projections[m](tokens[m][0])
             mask = tokens[m][1] & (item_ids > 0).unsqueeze(1)
             per_modality[m] = masked_mean(projected, mask)
@@ -149,9 +149,11 @@ class PMMRec(MMSequentialRecommender):
         text-to-next-text positives remain."""
         if "text" not in per_modality:
             return per_modality[next(iter(per_modality))].sum() * 0.0
-        masks = nicl_masks(inputs, targets, self.has_image)
         text = per_modality["text"]
-        image = per_modality.get("image", torch.zeros_like(text))
+        image = per_modality.get("image")
+        has_image = self.has_image if image is not None else torch.zeros_like(self.has_image)
+        image = torch.zeros_like(text) if image is None else image  # never used: no image takes part
+        masks = nicl_masks(inputs, targets, has_image)
 
         def both(items):
             rows = torch.searchsorted(ids, items[: len(items) // 2])
