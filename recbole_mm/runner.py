@@ -17,6 +17,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.fileio import write_json_atomic
+from recbole_mm.trainer.trainer import trusted_torch_load
 from recbole_mm.transfer import apply_adaptation
 from recbole_mm.utils import get_model, get_trainer
 
@@ -119,7 +120,8 @@ def run_single(
     train_data, valid_data, test_data = prepare_data(config, data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    with trusted_torch_load():  # stock S3Rec loads its pre-trained model with a bare torch.load
+        model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     adaptation = apply_adaptation(model_obj, config, logger)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
@@ -137,6 +139,9 @@ def run_single(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
     )
+    if config["train_stage"] == "pretrain" and hasattr(trainer, "pretrain"):
+        # a stock RecBole pre-training stage (S3Rec): nothing to evaluate yet
+        return _stock_pretrain_result(trainer, config, log_file, logger)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -158,6 +163,22 @@ def run_single(
         "device": str(config["device"]),
         "adaptation": adaptation,
     }
+    return _write_result(result, config, log_file)
+
+
+def _stock_pretrain_result(trainer, config, log_file: str, logger) -> dict:
+    """Result of a stock pre-training stage: the pre-trained file for ``pre_model_path``."""
+    path = trainer.saved_model_file
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{config['model']} pre-training saved nothing: `pretrain_epochs` ({config['pretrain_epochs']}) "
+            f"must be at least `save_step` ({config['save_step']})"
+        )
+    logger.info(f"pre-trained model: {path} (fine-tune with --train_stage=finetune --pre_model_path={path})")
+    seconds = getattr(trainer, "train_epoch_seconds", [])
+    result = {"model": config["model"], "dataset": config["dataset"], "stage": "pretrain",
+              "pretrained_model": path, "epochs_trained": len(seconds), "train_epoch_seconds": seconds,
+              "log_file": log_file, "device": str(config["device"])}
     return _write_result(result, config, log_file)
 
 

@@ -98,3 +98,25 @@ def test_fdsa_without_item_file_names_the_command(tiny_config, tiny_data_path, t
         data_path=str(tmp_path / "data"), selected_features=["brand"], feature_dir=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="recbole_mm.preprocess.attributes"):
         create_dataset(config)
+
+
+class _Pickled:  # any non-tensor object, as RecBole's pickled Config in its checkpoints
+    value = 3
+
+
+def test_trusted_torch_load_lets_stock_code_read_its_own_checkpoints(tmp_path):
+    import pickle
+
+    import pytest
+
+    from recbole_mm.trainer.trainer import trusted_torch_load
+
+    path = str(tmp_path / "pretrained.pth")
+    torch.save({"config": _Pickled(), "state_dict": {"w": torch.ones(2)}}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)  # torch >= 2.6: weights_only=True by default
+    with trusted_torch_load():
+        loaded = torch.load(path)
+    assert loaded["config"].value == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)  # restored after the block
