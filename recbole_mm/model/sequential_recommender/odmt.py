@@ -74,13 +74,15 @@ class ODMT(MMSequentialRecommender):
         self.item_chunk_size = config["item_chunk_size"]
         prior = popularity_log_prior(dataset, self.n_items)
         self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
-        # training epochs started so far (model.train() calls); saved with the model, so a resumed run continues the ramp
+        # training epochs started (model.train() calls); saved with the model: a resumed run continues the ramp
         self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
-        # RecBole's N(0, 0.02) for the token side and SASRec backbones; the MLP heads keep torch's default
-        # initialisation and the GRU xavier (tiny heads and GRUs give vanishing logits and gradients)
-        for module in [self.id_embedding, self.projections, self.imt] + [b for b in self.backbones.values()
-                                                                         if isinstance(b, CausalTransformer)]:
-            module.apply(self.init_weights)
+        # RecBole's N(0, 0.02) initialisation, except with GRU backbones: those get Xavier GRUs and
+        # keep torch's default for their output layers and the MLP heads (with N(0, 0.02) item and
+        # user vectors start tiny, so do the logits and their gradients, and the GRU barely trains)
+        gru = config["backbone"] == "gru4rec"
+        for name, module in self.named_children():
+            if not (gru and name in ("backbones", "heads")):
+                module.apply(self.init_weights)
         if config["id_init"] == "features":
             self.init_id_from_features()
         elif config["id_init"] != "random":

@@ -31,7 +31,9 @@ class PMMRec(MMSequentialRecommender):
 
     Differences from the paper: NICL/NID/RCL are designed from the paper's text (the public
     code has none; docs/models/PMMRec.md gives the exact definitions); feature mode treats a
-    pooled vector as a single token; a missing image is a masked token.
+    pooled vector as a single token; a missing image is a masked token; in-batch candidates are
+    the batch's distinct target items; hidden size 256 and max length 50 by default (paper: 768,
+    20); ``similarity: cosine`` is an optional extra.
     """
 
     def __init__(self, config, dataset):
