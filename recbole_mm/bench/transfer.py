@@ -29,14 +29,16 @@ METRICS = ("recall@10", "ndcg@10")
 
 
 def transfer_table(models: List[str], target: str, sources: List[str], overrides: dict, out: str,
-                   pretrain_epochs: int, modes=ADAPTATION_MODES) -> List[Dict]:
-    """Run (or reload) every pre-training and target run; one row per (model, mode)."""
+                   pretrain_epochs: int, modes=ADAPTATION_MODES, pretrain_overrides: dict = None) -> List[Dict]:
+    """Run (or reload) every pre-training and target run; one row per (model, mode).
+    ``pretrain_overrides`` apply to the pre-training runs only (on top of ``overrides``)."""
     rows = []
     for model in models:
         pretrain = None
         if any(mode != "ground_built" for mode in modes):
             pretrain = run_once(out, f"{model}-pretrain", model, ",".join(sources), None,
-                                {**overrides, "stage": "pretrain", "epochs": pretrain_epochs})
+                                {**overrides, **(pretrain_overrides or {}), "stage": "pretrain",
+                                 "epochs": pretrain_epochs})
             if "error" in pretrain:
                 raise RuntimeError(f"{model} pre-training failed: {pretrain['error']}")
         for mode in modes:
@@ -82,6 +84,8 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--models", default="ANT,UniSRec", help="comma-separated transferable models")
     parser.add_argument("--modes", default=",".join(ADAPTATION_MODES), help="comma-separated adaptation modes")
     parser.add_argument("--pretrain_epochs", type=int, default=10)
+    parser.add_argument("--pretrain_batch_size", type=int, default=None,
+                        help="train_batch_size of the pre-training runs (default: the shared one)")
     parser.add_argument("--out", default="results/transfer_synthetic")
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
@@ -95,9 +99,11 @@ def main(argv=None) -> List[Dict]:
     os.makedirs(args.out, exist_ok=True)
     settings = {"command": "python -m recbole_mm.bench.transfer " + " ".join(argv), "target": args.target,
                 "sources": sources, "models": models, "modes": modes, "pretrain_epochs": args.pretrain_epochs,
-                "overrides": overrides}
+                "pretrain_batch_size": args.pretrain_batch_size, "overrides": overrides}
+    pretrain_overrides = {"train_batch_size": args.pretrain_batch_size} if args.pretrain_batch_size else {}
     write_text_atomic(os.path.join(args.out, "config.yaml"), yaml.safe_dump(settings, sort_keys=False))
-    rows = transfer_table(models, args.target, sources, overrides, args.out, args.pretrain_epochs, modes)
+    rows = transfer_table(models, args.target, sources, overrides, args.out, args.pretrain_epochs, modes,
+                          pretrain_overrides)
     print(write_table(rows, args.out, args.target, sources))
     return rows
 

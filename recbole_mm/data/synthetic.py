@@ -200,19 +200,20 @@ def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) 
 
 
 # Transfer domains (docs/transfer.md): one shared world (category vectors, projections, price
-# levels), each domain with its own items (seed, item prefix), feature shift and users. Two
-# sources share the target's transition pattern; mm_src_conflict walks another successor map
-# (its transitions contradict the target's: a negative-transfer source).
+# levels), 48 categories, each domain with its own items (seed, item prefix), feature shift and
+# users. Two sources share the target's transition pattern; mm_src_conflict walks another
+# successor map (its transitions contradict the target's: a negative-transfer source). The
+# target is data-poor: many users with short histories (1-3 training targets each).
 TRANSFER_DOMAINS = {
-    "mm_src_a": SyntheticSpec(name="mm_src_a", seed=101, n_users=2000, n_items=700, domain_shift=0.2,
-                              item_prefix="sa"),
-    "mm_src_b": SyntheticSpec(name="mm_src_b", seed=202, n_users=2000, n_items=700, domain_shift=0.4,
-                              item_prefix="sb"),
-    "mm_src_conflict": SyntheticSpec(name="mm_src_conflict", seed=303, n_users=4000, n_items=700,
+    "mm_src_a": SyntheticSpec(name="mm_src_a", seed=101, n_users=2000, n_items=700, n_categories=48,
+                              domain_shift=0.2, item_prefix="sa"),
+    "mm_src_b": SyntheticSpec(name="mm_src_b", seed=202, n_users=2000, n_items=700, n_categories=48,
+                              domain_shift=0.4, item_prefix="sb"),
+    "mm_src_conflict": SyntheticSpec(name="mm_src_conflict", seed=303, n_users=4000, n_items=700, n_categories=48,
                                      domain_shift=0.3, successor_seed=99, p_stay=0.1, p_next=0.85,
                                      item_prefix="sc"),
-    "mm_target": SyntheticSpec(name="mm_target", seed=404, n_users=600, n_items=500, domain_shift=0.5,
-                               item_prefix="tg"),
+    "mm_target": SyntheticSpec(name="mm_target", seed=404, n_users=600, n_items=500, n_categories=48,
+                               min_length=4, max_length=6, domain_shift=0.5, item_prefix="tg"),
 }
 
 SYNTHETIC_DATASETS = {DEFAULT_SYNTHETIC: SyntheticSpec(), **TRANSFER_DOMAINS}
