@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from recbole_mm.data.batching import TARGET_SEQ_FIELD
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
+from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
 
 ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
 # configuration keys that fix the shapes of the transferable parameters
@@ -62,6 +63,21 @@ class TransferableRecommender(MMSequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.architecture = {k: config[k] for k in ARCHITECTURE_KEYS}
+
+    def build_encoders(self, config, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor],
+                       fusion_beta: float = 0.0) -> None:
+        """``item_encoder`` (MoE adaptors over ``features``) and ``sequence_encoder`` (causal
+        transformer), both ``hidden_size`` wide; ``temperature`` of the cosine scores."""
+        self.hidden_size = config["hidden_size"]
+        self.temperature = config["temperature"]
+        self.item_encoder = MultiModalItemEncoder(
+            features, masks, hidden_size=self.hidden_size, n_experts=config["n_experts"],
+            dropout=config["adaptor_dropout_prob"], fusion_beta=fusion_beta,
+            price_embedding_size=config["price_embedding_size"] or 64,
+            price_frequency=config["price_frequency"] or 50000.0,
+        )
+        self.sequence_encoder = CausalTransformer(config, self.hidden_size)
+        self.sequence_encoder.apply(self.init_weights)
 
     # ----- item and sequence representations ----------------------------------------------
     def item_table(self) -> torch.Tensor:

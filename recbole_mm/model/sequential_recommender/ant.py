@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
 from recbole_mm.model.transfer import TransferableRecommender, in_batch_contrastive
 
 
@@ -33,22 +32,9 @@ class ANT(TransferableRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.hidden_size = config["hidden_size"]
-        self.temperature = config["temperature"]
         self.image_text_weight = config["pretrain_image_text_weight"]
         features, masks = self.load_modalities(config, dataset)
-        self.item_encoder = MultiModalItemEncoder(
-            features,
-            masks,
-            hidden_size=self.hidden_size,
-            n_experts=config["n_experts"],
-            dropout=config["adaptor_dropout_prob"],
-            fusion_beta=config["fusion_beta"],
-            price_embedding_size=config["price_embedding_size"],
-            price_frequency=config["price_frequency"],
-        )
-        self.sequence_encoder = CausalTransformer(config, self.hidden_size)
-        self.sequence_encoder.apply(self.init_weights)
+        self.build_encoders(config, features, masks, fusion_beta=config["fusion_beta"])
 
     def auxiliary_pretrain_loss(self, interaction, item_seq, output, batch_items) -> torch.Tensor:
         """``pretrain_image_text_weight`` x image-text InfoNCE over batch items with both modalities."""

@@ -7,7 +7,7 @@ from typing import Tuple
 
 import torch
 
-from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder, masked_positions
+from recbole_mm.model.layers import masked_positions
 from recbole_mm.model.transfer import TransferableRecommender, in_batch_contrastive
 
 
@@ -46,8 +46,6 @@ class UniSRec(TransferableRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.hidden_size = config["hidden_size"]
-        self.temperature = config["temperature"]
         self.seq_seq_weight = config["pretrain_seq_seq_weight"]
         self.item_drop_ratio = config["item_drop_ratio"]
         features, masks = self.load_modalities(config, dataset)
@@ -55,12 +53,7 @@ class UniSRec(TransferableRecommender):
             raise ValueError(f"{type(self).__name__} needs text features: put text in config key `modalities`")
         if len(features) > 1:
             getLogger().warning(f"{type(self).__name__} uses text only; ignoring {sorted(set(features) - {'text'})}")
-        self.item_encoder = MultiModalItemEncoder(
-            {"text": features["text"]}, {"text": masks["text"]}, hidden_size=self.hidden_size,
-            n_experts=config["n_experts"], dropout=config["adaptor_dropout_prob"], fusion_beta=0.0,
-        )
-        self.sequence_encoder = CausalTransformer(config, self.hidden_size)
-        self.sequence_encoder.apply(self.init_weights)
+        self.build_encoders(config, {"text": features["text"]}, {"text": masks["text"]})
 
     def auxiliary_pretrain_loss(self, interaction, item_seq, output, batch_items) -> torch.Tensor:
         """``pretrain_seq_seq_weight`` x InfoNCE between each sequence and its item-dropped view."""
