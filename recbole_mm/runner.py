@@ -18,7 +18,7 @@ from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.trainer.trainer import trusted_torch_load
-from recbole_mm.transfer import apply_adaptation
+from recbole_mm.transfer import apply_adaptation, check_stage_keys
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -104,6 +104,7 @@ def run_single(
     the parameter count and the checkpoint path.
     """
     config = MMConfig(model, dataset, config_file_list, config_dict, read_command_line=read_command_line)
+    check_stage_keys(config)  # before any data set loads
     init_seed(config["seed"], config["reproducibility"])
     log_file = setup_logging(config)
     logger = getLogger()
@@ -112,8 +113,6 @@ def run_single(
         from recbole_mm.trainer.pretrain import run_pretrain
 
         return _write_result(run_pretrain(config, log_file), config, log_file)
-    if config["stage"] not in (None, "train"):
-        raise ValueError(f"config key `stage` must be train or pretrain, got {config['stage']!r}")
 
     data = create_dataset(config)
     logger.info(data)

@@ -16,7 +16,7 @@ A training run on a target (``stage: train``) with ``adaptation: fine_tune | re_
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -24,6 +24,19 @@ from recbole_mm.fileio import atomic_output
 from recbole_mm.model.transfer import ADAPTATION_MODES, ARCHITECTURE_KEYS
 
 CHECKPOINT_FORMAT = "recbole_mm.transferable/1"
+STAGES = ("train", "pretrain")
+
+
+def check_choice(key: str, value, allowed: Sequence[str]) -> None:
+    """``ValueError`` naming the config key, its value and the allowed values unless ``value`` is one."""
+    if value not in allowed:
+        raise ValueError(f"config key `{key}` must be one of {list(allowed)}, got {value!r}")
+
+
+def check_stage_keys(config) -> None:
+    """Validate ``stage`` and ``adaptation`` (unset = train / ground_built) as soon as the config exists."""
+    check_choice("stage", config["stage"] or "train", STAGES)
+    check_choice("adaptation", config["adaptation"] or "ground_built", ADAPTATION_MODES)
 
 
 def save_pretrained(model: torch.nn.Module, path: str, extra: Optional[dict] = None) -> str:
@@ -87,9 +100,9 @@ def check_checkpoint_fits(checkpoint: dict, target: Dict, path: str) -> None:
 
 
 def adaptation_mode(config) -> str:
+    """Config key ``adaptation`` (unset = ``ground_built``), checked."""
     mode = config["adaptation"] or "ground_built"
-    if mode not in ADAPTATION_MODES:
-        raise ValueError(f"config key `adaptation` must be one of {list(ADAPTATION_MODES)}, got {mode!r}")
+    check_choice("adaptation", mode, ADAPTATION_MODES)
     return mode
 
 

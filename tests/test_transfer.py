@@ -253,3 +253,71 @@ def test_command_line_pretrain_then_re_learning(domains_path, tmp_path, monkeypa
     result = cli.main(["--model=ANT", "--dataset=tiny", "--adaptation=re_learning",
                        f"--pretrained_checkpoint={pretrain['checkpoint']}"] + common)
     assert result["adaptation"]["mode"] == "re_learning" and result["adaptation"]["frozen"]
+
+
+def test_pretraining_resumes_to_the_weights_of_an_uninterrupted_run(pretrained, domains_path, tmp_path):
+    """2 epochs, then --epochs=4 --resume_from: epochs 3-4 only, and the 4-epoch run's weights."""
+    from recbole_mm.trainer.trainer import load_checkpoint
+
+    first = run("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path, stage="pretrain", epochs=2))
+    state_file = first["resume_state"]
+    assert state_file == first["checkpoint"][: -len(".pth")] + "-last.pth" and os.path.isfile(state_file)
+    state = load_checkpoint(state_file)
+    assert state["epoch"] == 1 and state["pretrain_loss"] == first["pretrain_loss"] and state["optimizer"]["state"]
+    resumed = run("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path, stage="pretrain", epochs=4,
+                                                          resume_from=state_file))
+    assert resumed["epochs_trained"] == 2 and len(resumed["train_epoch_seconds"]) == 2  # epochs 3 and 4 only
+    assert resumed["checkpoint"] == first["checkpoint"] and resumed["resumed_from"] == state_file
+    assert resumed["pretrain_loss"][:2] == first["pretrain_loss"]  # appended to the history
+    assert resumed["pretrain_loss"] == pretrained["pretrain_loss"]
+    got, want = load_pretrained(resumed["checkpoint"]), load_pretrained(pretrained["checkpoint"])
+    assert got["metadata"]["epochs"] == 4 and got["metadata"]["pretrain_loss"] == want["metadata"]["pretrain_loss"]
+    assert set(got["state_dict"]) == set(want["state_dict"])
+    for key, value in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    assert load_checkpoint(state_file)["epoch"] == 3
+
+
+def test_pretraining_resume_refuses_other_models_domains_and_settings(domains_path, tmp_path):
+    import re
+
+    first = run("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path, stage="pretrain", epochs=1))
+    state_file = first["resume_state"]
+    cases = [
+        ("UniSRec", SOURCES, {}, "key `model` is 'ANT' in the resume file, 'UniSRec' in this run"),
+        ("ANT", "src_y,src_x", {}, "key `dataset` is ['src_x', 'src_y'] in the resume file, ['src_y', 'src_x']"),
+        ("ANT", SOURCES, {"hidden_size": 48}, "key `hidden_size` is 32 in the resume file, 48 in this run"),
+        ("ANT", SOURCES, {"learning_rate": 0.01}, "key `learning_rate` is 0.001 in the resume file, 0.01"),
+    ]
+    for model, dataset, overrides, message in cases:
+        config = base_config(domains_path, tmp_path, stage="pretrain", epochs=2, resume_from=state_file, **overrides)
+        with pytest.raises(ValueError, match=re.escape(message)) as info:
+            run(model, dataset, config_dict=config)
+        assert f"cannot resume pre-training from {state_file}" in str(info.value)
+    torch.save({"epoch": 1, "state_dict": {}}, str(tmp_path / "other.pth"))
+    with pytest.raises(ValueError, match="other.pth is not a pre-training resume state"):
+        run("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path, stage="pretrain",
+                                                    resume_from=str(tmp_path / "other.pth")))
+    with pytest.raises(ValueError, match="it is a pre-training state: resume it with --stage=pretrain"):
+        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path, resume_from=state_file))
+
+
+@pytest.mark.parametrize("key,value,stage,allowed", [
+    ("adaptation", "finetune", "train", "['ground_built', 'fine_tune', 're_learning']"),
+    ("adaptation", "relearning", "pretrain", "['ground_built', 'fine_tune', 're_learning']"),
+    ("stage", "pre_train", None, "['train', 'pretrain']"),
+])
+def test_unknown_stage_or_adaptation_fails_before_any_data_loads(key, value, stage, allowed, domains_path,
+                                                                 tmp_path, monkeypatch):
+    import re
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a data set was loaded before the key check")
+
+    monkeypatch.setattr("recbole_mm.runner.create_dataset", no_data)
+    monkeypatch.setattr("recbole_mm.data.utils.create_dataset", no_data)
+    overrides = {key: value} if stage is None else {key: value, "stage": stage}
+    dataset = SOURCES if stage == "pretrain" else "tiny"
+    message = f"config key `{key}` must be one of {allowed}, got '{value}'"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run("ANT", dataset, config_dict=base_config(domains_path, tmp_path, **overrides))

@@ -102,6 +102,10 @@ class SafeCheckpointMixin:
     def resume_checkpoint(self, resume_file):
         """Continue from a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch."""
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+            pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
+            hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
+            raise ValueError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
             raise ValueError(
                 f"{resume_file} was written by model {checkpoint['config']['model']}, "
