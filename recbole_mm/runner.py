@@ -153,7 +153,8 @@ def run_single(
         "valid_metric": config["valid_metric"],
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
-        "epochs_trained": len(epoch_seconds),
+        "epochs_trained": len(epoch_seconds),  # all epochs of the run, also those before a resume
+        "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),
         "parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),

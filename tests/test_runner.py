@@ -133,7 +133,9 @@ def test_resume_continues_an_interrupted_run(tiny_config):
     state = load_checkpoint(last_state)
     assert state["epoch"] == 1 and state["best_model_file"] == first["checkpoint"]
     resumed = run("ANT", "tiny", config_dict=tiny_config(epochs=4, resume_from=last_state))
-    assert resumed["epochs_trained"] == 2  # epochs 2 and 3 only
+    assert resumed["resumed_at_epoch"] == 2  # epochs 2 and 3 trained in the resumed run
+    assert resumed["epochs_trained"] == 4  # the timings of all four epochs are reported
+    assert resumed["train_epoch_seconds"][:2] == first["train_epoch_seconds"]
     assert resumed["best_valid_score"] >= first["best_valid_score"]
     assert os.path.isfile(resumed["checkpoint"])
 

@@ -95,6 +95,9 @@ class SafeCheckpointMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            # timings so far: a resumed run reports every epoch, not only its own
+            "train_epoch_seconds": list(getattr(self, "train_epoch_seconds", [])),
+            "eval_seconds": list(getattr(self, "eval_seconds", [])),
         }
         with atomic_output(self.resume_file) as tmp:
             torch.save(state, tmp, pickle_protocol=4)
@@ -120,6 +123,8 @@ class SafeCheckpointMixin:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.train_epoch_seconds = list(checkpoint.get("train_epoch_seconds", []))
+        self.eval_seconds = list(checkpoint.get("eval_seconds", []))
         self.logger.info(f"Resumed from {resume_file}: training continues at epoch {self.start_epoch}")
 
     @torch.no_grad()
