@@ -25,16 +25,17 @@ def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
     from recbole_mm.bench import compare
 
     out = tmp_path / "cmp"
-    args = ["--models=ANT,Pop", "--dataset=tiny", f"--out={out}", f"--data_path={tiny_data_path}",
+    args = ["--models=ANT,Pop,ANT:hidden_size=8:inner_size=8", "--dataset=tiny", f"--out={out}", f"--data_path={tiny_data_path}",
             "--epochs=2", "--hidden_size=16", "--inner_size=16", "--n_experts=2", "--train_batch_size=256",
             "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING"]
     rows = compare.main(args)
-    assert [r["model"] for r in rows] == ["ANT", "Pop"]
+    assert [r["model"] for r in rows] == ["ANT", "Pop", "ANT:hidden_size=8:inner_size=8"]
     assert all("error" not in r for r in rows)
+    assert rows[2]["parameters"] < rows[0]["parameters"]  # the row's own overrides were applied
     table = (out / "comparison.md").read_text()
-    assert "| ANT |" in table and "| Pop |" in table
+    assert "| ANT |" in table and "| Pop |" in table and "| ANT:hidden_size=8:inner_size=8 |" in table
     csv_text = (out / "comparison.csv").read_text().splitlines()
-    assert csv_text[0].startswith("model,recall@10") and len(csv_text) == 3
+    assert csv_text[0].startswith("model,recall@10") and len(csv_text) == 4
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     again = compare.main(args)  # resumes: nothing is trained twice

@@ -4,7 +4,8 @@
         --dataset=Scientific --data_path=../shared/datasets --hidden_size=256 --paper=ant
 
 Every other ``--key=value`` is a config override applied to every model (hidden size, epochs,
-early stopping, history masking, seed, ...). Each model runs in its own process through the
+early stopping, history masking, seed, ...). A model entry may carry settings of its own, as a
+row of its own: ``--models=PMMRec,PMMRec:similarity=cosine:learning_rate=0.001``. Each model runs in its own process through the
 runner, with checkpoints under ``<out>/saved/<model>/``. Re-running the same command skips the
 models already done (their ``<out>/<model>.json``) and resumes an interrupted model from its
 last saved state. Writes ``<out>/comparison.md``, ``comparison.csv`` and ``comparison.png``.
@@ -77,7 +78,7 @@ def run_model_in_child(model: str, dataset: str, config_files, config_dict: dict
 
 
 def _safe_name(model: str) -> str:
-    return model.replace("+", "p").replace("/", "_")
+    return model.replace("+", "p").replace("/", "_").replace(":", "__").replace("=", "-")
 
 
 def compare(models: List[str], dataset: str, overrides: dict, out: str, config_files=None,
@@ -86,10 +87,21 @@ def compare(models: List[str], dataset: str, overrides: dict, out: str, config_f
     write_json_atomic(os.path.join(out, "settings.json"),
                       {"models": models, "dataset": dataset, "overrides": overrides, "config_files": config_files})
     rows = []
-    for model in models:
-        rows.append(run_once(out, _safe_name(model), model, dataset, config_files, overrides))
+    for entry in models:
+        model, own = parse_model_entry(entry)
+        row = run_once(out, _safe_name(entry), model, dataset, config_files, {**overrides, **own})
+        row["model"] = entry
+        rows.append(row)
     write_outputs(rows, out, dataset, paper)
     return rows
+
+
+def parse_model_entry(entry: str):
+    """``"PMMRec:similarity=cosine:learning_rate=0.001"`` -> ("PMMRec", {overrides of this row}).
+
+    A model may appear several times with its own settings; each entry is a row of its own."""
+    model, *pairs = entry.split(":")
+    return model, parse_overrides([f"--{pair}" for pair in pairs])
 
 
 def run_once(out: str, key: str, model: str, dataset: str, config_files, config_dict: dict) -> dict:
