@@ -120,3 +120,23 @@ def test_trusted_torch_load_lets_stock_code_read_its_own_checkpoints(tmp_path):
     assert loaded["config"].value == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)  # restored after the block
+
+
+def test_benchmark_text_step_is_the_pipelines(tmp_path):
+    """preprocess.benchmark's text features come from the pipeline's resumable text step."""
+    import numpy as np
+
+    from preprocess_helpers import make_text_encoder
+    from recbole_mm.data.features import read_feature_file
+    from recbole_mm.preprocess.benchmark import build_text_features
+
+    src = tmp_path / "D"
+    src.mkdir()
+    (src / "D.item2index").write_text("A1\t0\nB2\t1\n")
+    (src / "D.text").write_text("item_id:token\ttext:token_seq\nA1\titem 1. brand.\nB2\t7 $ 3 & 5.\n")
+    encoder = tmp_path / "enc"
+    make_text_encoder(str(encoder))
+    stem = build_text_features(str(src), str(tmp_path / "out"), "D", encoder_path=str(encoder), batch_size=1)
+    keys, matrix = read_feature_file(stem)
+    assert list(keys) == ["0", "1"] and matrix.shape[0] == 2
+    assert np.isfinite(matrix).all() and not np.allclose(matrix[0], matrix[1])

@@ -102,10 +102,6 @@ class MMSequentialDataset(BenchmarkSequentialDataset):
             )
         return features
 
-    def feature_summary(self) -> Dict[str, Dict[str, float]]:
-        return {m: {"dim": f.dim, "coverage": f.coverage} for m, f in self.item_features.items()}
-
-
 def feature_tensor(feature: ItemFeature):
     """(matrix, mask) of an :class:`ItemFeature` as torch tensors."""
     import torch

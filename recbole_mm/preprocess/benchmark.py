@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from logging import getLogger
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from recbole_mm.data.features import write_feature_file
-from recbole_mm.preprocess.text import encode_texts
 
 
 def read_item2index(path: str) -> Dict[str, str]:
@@ -49,16 +46,13 @@ def read_text_file(path: str) -> List[Tuple[str, str]]:
 
 def build_text_features(src: str, out: str, name: str, encoder_path=None, batch_size=64, max_length=128,
                         pooling="mean", device="cpu") -> str:
-    item2index = read_item2index(os.path.join(src, f"{name}.item2index"))
-    rows = read_text_file(os.path.join(src, f"{name}.text"))
-    missing = [key for key, _ in rows if key not in item2index]
-    if missing:
-        raise ValueError(f"{name}.text: {len(missing)} item keys lack an entry in {name}.item2index (e.g. {missing[:3]})")
-    start = time.perf_counter()
-    matrix = encode_texts([t for _, t in rows], encoder_path, pooling, batch_size, max_length, device)
+    """``<out>/<name>.text.npy/.keys`` from ``<src>/<name>.text``: the preprocessing pipeline's
+    (resumable) text step, :func:`recbole_mm.preprocess.text_features.build_text_features`."""
+    from recbole_mm.preprocess.text_features import build_text_features as text_step  # imports this module
+
     stem = os.path.join(out, f"{name}.text")
-    write_feature_file(stem, [item2index[key] for key, _ in rows], matrix)
-    getLogger().info(f"{stem}.npy: {matrix.shape} in {time.perf_counter() - start:.1f}s")
+    text_step(os.path.join(src, f"{name}.text"), os.path.join(src, f"{name}.item2index"), stem, encoder_path,
+              pooling, batch_size, max_length, device)
     return stem
 
 
