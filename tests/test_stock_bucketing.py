@@ -140,3 +140,23 @@ def test_benchmark_text_step_is_the_pipelines(tmp_path):
     keys, matrix = read_feature_file(stem)
     assert list(keys) == ["0", "1"] and matrix.shape[0] == 2
     assert np.isfinite(matrix).all() and not np.allclose(matrix[0], matrix[1])
+
+
+def test_pretraining_rows_are_each_users_whole_training_sequence(tiny_config):
+    """stock_pretrain_whole_sequences: one row per user = the history the validation row holds."""
+    from recbole_mm.data.batching import WholeSequenceRowsLoader
+
+    config = MMConfig("SASRec", "tiny", config_dict=tiny_config(stock_pretrain_whole_sequences=True,
+                                                                 train_stage="pretrain"))
+    dataset = create_dataset(config)
+    train, valid, _ = prepare_data(config, dataset)
+    assert isinstance(train, WholeSequenceRowsLoader)
+    rows = {}
+    for batch in train:
+        assert set(batch.interaction) == {"user_id", "item_id_list", "item_length"}
+        for u, seq, n in zip(batch["user_id"], batch["item_id_list"], batch["item_length"]):
+            rows.setdefault(int(u), []).append(seq[:n].tolist())
+    inter = valid.dataset.inter_feat
+    expected = {int(u): h[:n].tolist() for u, h, n in zip(inter["user_id"], inter["item_id_list"], inter["item_length"])}
+    assert rows.keys() == expected.keys()
+    assert all(len(r) == 1 and r[0] == expected[u] for u, r in rows.items())

@@ -260,3 +260,35 @@ class PrefixTrainDataLoader(SequenceTrainDataLoader):
                 }
             )
 
+
+class WholeSequenceRowsLoader(SequenceTrainDataLoader):
+    """One row per user training sequence (its inputs followed by its last target, the most recent
+    ``MAX_ITEM_LIST_LENGTH`` items), for stock pre-training stages that build their own samples
+    from a sequence (S3Rec; ``stock_pretrain_whole_sequences``). A batch holds
+    ``train_batch_size`` rows."""
+
+    def __init__(self, config, dataset, shuffle: bool = True):
+        super().__init__(config, dataset, shuffle=shuffle, whole_sequences=True)
+        rows = torch.arange(len(self.lengths))
+        last_target = self.targets[rows, (self.lengths - 1).clamp(min=0)]
+        full = torch.cat([self.inputs, torch.zeros_like(self.inputs[:, :1])], dim=1)
+        full[rows, self.lengths] = last_target
+        full_lengths = self.lengths + 1
+        overflow = (full_lengths - self.max_len).clamp(min=0)  # drop the oldest item of a full row
+        keep = torch.arange(self.max_len).unsqueeze(0) + overflow.unsqueeze(1)
+        self.inputs = torch.gather(full, 1, keep)
+        self.lengths = full_lengths - overflow
+        self.targets = torch.zeros_like(self.inputs)
+        self.targets_per_row = np.ones(len(self.lengths), dtype=np.int64)  # batch size counts rows
+        self.n_batches = len(self._make_batches(0))
+
+    def __iter__(self) -> Iterator[Interaction]:
+        for batch in super().__iter__():
+            yield Interaction(
+                {
+                    self.uid_field: batch[self.uid_field],
+                    self.item_seq_field: batch[self.item_seq_field],
+                    self.item_len_field: batch[self.item_len_field],
+                }
+            )
+

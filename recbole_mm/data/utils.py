@@ -13,7 +13,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
-from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader
+from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
 from recbole_mm.data.multitask import SYNTHETIC_COUNTRIES, write_synthetic_countries
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
@@ -96,7 +96,10 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
     if custom is not None:
         return custom(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["stock_length_bucketing"] and not hasattr(model_class, "supports_whole_sequence"):
+    if config["stock_pretrain_whole_sequences"] and config["train_stage"] == "pretrain":
+        getLogger().info(f"{config['model']} pre-training: one row per user sequence (stock_pretrain_whole_sequences)")
+        train_data = WholeSequenceRowsLoader(config, train_data._dataset, shuffle=config["shuffle"])
+    elif config["stock_length_bucketing"] and not hasattr(model_class, "supports_whole_sequence"):
         train_data = _stock_prefix_loader(config, train_data)
     wants_plugin_loader = config["train_whole_sequence"] or config["length_bucketing"]
     if wants_plugin_loader:
