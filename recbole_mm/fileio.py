@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Dict, Iterator, List
@@ -27,6 +28,24 @@ def atomic_output(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """Yield a temporary folder beside ``path``; on success it replaces the folder ``path`` as a
+    whole, on error it is removed. No half-written folder is ever left at ``path``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", suffix="-" + os.path.basename(os.path.normpath(path)), dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
 
 
 def write_json_atomic(path: str, payload: dict) -> None:

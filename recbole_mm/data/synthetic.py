@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 import numpy as np
 
 from recbole_mm.data.features import write_feature_file
+from recbole_mm.fileio import atomic_folder
 
 DEFAULT_SYNTHETIC = "mm_synthetic"
 
@@ -160,9 +159,7 @@ def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) 
     if os.path.isdir(final_dir) and not overwrite:
         return final_dir
     data = generate(spec)
-    os.makedirs(data_path, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{spec.name}-", dir=data_path)
-    try:
+    with atomic_folder(final_dir) as tmp_dir:
         name = spec.name
         train, valid, test = [], [], []
         for u, seq in enumerate(data["sequences"]):
@@ -189,13 +186,6 @@ def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) 
                 f.write(f"{tokens[i]}\tc{data['category'][i]}\t{data['popularity'][i]:.6f}\n")
         with open(os.path.join(tmp_dir, f"{name}.spec.json"), "w", encoding="utf-8") as f:
             json.dump(asdict(spec), f, indent=2)
-        os.chmod(tmp_dir, 0o755)  # mkdtemp creates 0700
-        if os.path.isdir(final_dir):
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir)
     return final_dir
 
 

@@ -15,14 +15,14 @@ import hashlib
 import io
 import os
 import re
-import shutil
-import tempfile
 from logging import getLogger
 from typing import Dict, List, Tuple
 
 import lmdb
 from PIL import Image
 from tqdm import tqdm
+
+from recbole_mm.fileio import atomic_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 _NAME = re.compile(r"^(?P<asin>[^_./\\]+)(?:_(?P<n>\d+))?$")
@@ -68,12 +68,9 @@ def build_image_lmdb(folder: str, item2index: Dict[str, str], lmdb_dir: str, sho
     scanned = scan_image_folder(folder)
     jobs = [(item2index[asin], paths) for asin, paths in sorted(scanned.items()) if asin in item2index]
     total_bytes = sum(os.path.getsize(p) for _, paths in jobs for p in paths)
-    parent = os.path.dirname(os.path.abspath(lmdb_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", suffix="-" + os.path.basename(lmdb_dir), dir=parent)
     corrupt: List[Dict[str, str]] = []
     stored = items = 0
-    try:
+    with atomic_folder(lmdb_dir) as tmp_dir:
         env = lmdb.open(tmp_dir, map_size=max(1 << 24, 2 * total_bytes + (1 << 20) * (1 + len(jobs) // 1000)),
                         subdir=True, lock=False)
         with env.begin(write=True) as txn:
@@ -94,13 +91,6 @@ def build_image_lmdb(folder: str, item2index: Dict[str, str], lmdb_dir: str, sho
                 stored += k
                 items += k > 0
         env.close()
-        os.chmod(tmp_dir, 0o755)
-        if os.path.isdir(lmdb_dir):
-            shutil.rmtree(lmdb_dir)
-        os.replace(tmp_dir, lmdb_dir)
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir)
     unmatched = sorted(asin for asin in scanned if asin not in item2index)
     return {
         "images_stored": stored,
