@@ -143,10 +143,10 @@ def test_benchmark_text_step_is_the_pipelines(tmp_path):
 
 
 def test_pretraining_rows_are_each_users_whole_training_sequence(tiny_config):
-    """stock_pretrain_whole_sequences: one row per user = the history the validation row holds."""
+    """stock_whole_sequence_rows: one row per user = the history the validation row holds."""
     from recbole_mm.data.batching import WholeSequenceRowsLoader
 
-    config = MMConfig("SASRec", "tiny", config_dict=tiny_config(stock_pretrain_whole_sequences=True,
+    config = MMConfig("SASRec", "tiny", config_dict=tiny_config(stock_whole_sequence_rows=True,
                                                                  train_stage="pretrain"))
     dataset = create_dataset(config)
     train, valid, _ = prepare_data(config, dataset)
@@ -160,3 +160,41 @@ def test_pretraining_rows_are_each_users_whole_training_sequence(tiny_config):
     expected = {int(u): h[:n].tolist() for u, h, n in zip(inter["user_id"], inter["item_id_list"], inter["item_length"])}
     assert rows.keys() == expected.keys()
     assert all(len(r) == 1 and r[0] == expected[u] for u, r in rows.items())
+
+
+def test_bert4rec_whole_rows_are_masked_like_recbole_and_exact_under_trimming(tiny_config):
+    """stock_whole_sequence_rows for a cloze model: one row per user, RecBole's mask_itemseq
+    transform applied to each batch, and the trimmed batch gives the padded batch's loss."""
+    import random
+
+    from recbole_mm.data.batching import WholeSequenceRowsLoader
+
+    config = MMConfig("BERT4Rec", "tiny", config_dict=tiny_config(
+        stock_whole_sequence_rows=True, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, ft_ratio=0.0))
+    dataset = create_dataset(config)
+    train, valid, _ = prepare_data(config, dataset)
+    assert isinstance(train, WholeSequenceRowsLoader)
+    users = [int(u) for batch in train for u in batch["user_id"]]
+    assert sorted(users) == sorted(set(users)) and len(users) == len(valid.dataset.inter_feat)
+
+    model = get_model("BERT4Rec")(config, train.dataset).eval()
+    random.seed(3)
+    batch = next(iter(train))
+    masked, seq = batch[model.MASK_ITEM_SEQ], batch["item_id_list"]
+    assert masked.size(1) == int(batch["item_length"].max())  # trimmed to the longest row
+    is_masked = masked == model.mask_token
+    assert is_masked.any() and (seq[is_masked] > 0).all()  # only real items are masked
+    assert (masked[~is_masked] == seq[~is_masked]).all()
+    width = config["MAX_ITEM_LIST_LENGTH"]
+    with torch.no_grad():
+        trimmed_loss = model.calculate_loss(batch)
+        padded = torch.zeros(len(batch), width, dtype=torch.long)
+        padded[:, : masked.size(1)] = masked
+        batch.interaction[model.MASK_ITEM_SEQ] = padded
+        padded_loss = model.calculate_loss(batch)
+    assert torch.isfinite(trimmed_loss) and torch.allclose(trimmed_loss, padded_loss, atol=1e-5)
+
+
+def test_whole_sequence_rows_are_ignored_for_next_item_models(tiny_config):
+    _, _, (train, _, _) = _loaders(tiny_config, model="SASRec", stock_whole_sequence_rows=True)
+    assert isinstance(train, PrefixTrainDataLoader)  # SASRec needs (history, next item) rows

@@ -20,6 +20,7 @@ from typing import Iterator, List
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+from recbole.data.transform import construct_transform
 
 TARGET_SEQ_FIELD = "target_item_list"
 
@@ -263,9 +264,11 @@ class PrefixTrainDataLoader(SequenceTrainDataLoader):
 
 class WholeSequenceRowsLoader(SequenceTrainDataLoader):
     """One row per user training sequence (its inputs followed by its last target, the most recent
-    ``MAX_ITEM_LIST_LENGTH`` items), for stock pre-training stages that build their own samples
-    from a sequence (S3Rec; ``stock_pretrain_whole_sequences``). A batch holds
-    ``train_batch_size`` rows."""
+    ``MAX_ITEM_LIST_LENGTH`` items), for stock models that build their own samples from a
+    sequence (``stock_whole_sequence_rows``): S3Rec's pre-training and cloze models such as
+    BERT4Rec, whose RecBole transform (``mask_itemseq``) is applied to each batch as RecBole's
+    loader would. A batch holds ``train_batch_size`` rows, trimmed to its longest row (exact for
+    models whose attention masks padding)."""
 
     def __init__(self, config, dataset, shuffle: bool = True):
         super().__init__(config, dataset, shuffle=shuffle, whole_sequences=True)
@@ -281,14 +284,16 @@ class WholeSequenceRowsLoader(SequenceTrainDataLoader):
         self.targets = torch.zeros_like(self.inputs)
         self.targets_per_row = np.ones(len(self.lengths), dtype=np.int64)  # batch size counts rows
         self.n_batches = len(self._make_batches(0))
+        self.transform = construct_transform(config)
 
     def __iter__(self) -> Iterator[Interaction]:
         for batch in super().__iter__():
-            yield Interaction(
+            rows = Interaction(
                 {
                     self.uid_field: batch[self.uid_field],
                     self.item_seq_field: batch[self.item_seq_field],
                     self.item_len_field: batch[self.item_len_field],
                 }
             )
+            yield self.transform(self._dataset, rows)
 

@@ -96,8 +96,8 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
     if custom is not None:
         return custom(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["stock_pretrain_whole_sequences"] and config["train_stage"] == "pretrain":
-        getLogger().info(f"{config['model']} pre-training: one row per user sequence (stock_pretrain_whole_sequences)")
+    if config["stock_whole_sequence_rows"] and _builds_own_samples(config, model_class):
+        getLogger().info(f"{config['model']}: one training row per user sequence (stock_whole_sequence_rows)")
         train_data = WholeSequenceRowsLoader(config, train_data._dataset, shuffle=config["shuffle"])
     elif config["stock_length_bucketing"] and not hasattr(model_class, "supports_whole_sequence"):
         train_data = _stock_prefix_loader(config, train_data)
@@ -117,6 +117,27 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
         for loader in (valid_data, test_data):
             sort_by_history_length(loader._dataset)
     return train_data, valid_data, test_data
+
+
+# Stock RecBole training stages that build their own samples from a whole sequence
+CLOZE_TRANSFORMS = ("mask_itemseq",)
+
+
+def _builds_own_samples(config, model_class) -> bool:
+    """S3Rec's pre-training and cloze models (RecBole transform ``mask_itemseq``: BERT4Rec) make
+    their training samples from a user's sequence, so one row per user is their paper's input;
+    other models need RecBole's (input, next item) prefix rows, and the key is ignored for them."""
+    if hasattr(model_class, "supports_whole_sequence"):
+        return False
+    if config["train_stage"] == "pretrain":  # a stock pre-training stage (S3Rec)
+        return True
+    if config["transform"] in CLOZE_TRANSFORMS:
+        return True
+    getLogger().info(
+        f"stock_whole_sequence_rows is ignored for {config['model']}: it trains on (history, next item) "
+        f"prefix rows (the key is for S3Rec pre-training and cloze models such as BERT4Rec)"
+    )
+    return False
 
 
 # Stock RecBole sequential models whose outputs do not depend on trailing padding (causal or
