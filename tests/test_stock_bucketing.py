@@ -85,6 +85,17 @@ def test_item_attributes_from_benchmark_text(tmp_path):
     assert rows["2"] == ["[unknown]", ""]
 
 
+def test_item_attributes_keep_at_most_max_words_category_words():
+    from recbole_mm.preprocess.attributes import build_item_attributes
+
+    long_path = "Tools & Home " + " ".join(f"w{i}" for i in range(40))
+    rows = [("A", f"Title. {long_path}. ACME. "), ("B", "Glue. Tools & Home Adhesives. Gorilla. ")]
+    attributes = build_item_attributes(rows, max_share=0.9, max_words=5)
+    # the shared words ("tools", "home") go first, then the first five of the rest are kept
+    assert attributes["A"] == ("ACME", ["w0", "w1", "w2", "w3", "w4"])
+    assert attributes["B"] == ("Gorilla", ["adhesives"])
+
+
 def test_fdsa_without_item_file_names_the_command(tiny_config, tiny_data_path, tmp_path):
     import shutil
 
