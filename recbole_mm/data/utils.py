@@ -108,7 +108,7 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
                 config, train_data._dataset, shuffle=config["shuffle"],
                 whole_sequences=bool(config["train_whole_sequence"]),
             )
-        elif not isinstance(train_data, PrefixTrainDataLoader):
+        elif not isinstance(train_data, SequenceTrainDataLoader):  # not already a plugin loader
             getLogger().info(
                 f"train_whole_sequence / length_bucketing are ignored for {config['model']}: "
                 f"it trains on RecBole's prefix samples"
