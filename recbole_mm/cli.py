@@ -37,7 +37,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     sys.argv = [sys.argv[0]] + list(argv)
     result = run(args.model, dataset, config_file_list=config_files, read_command_line=True,
                  nproc=args.nproc, port=args.port)
-    if result.get("stage") == "pretrain":
+    if result.get("pretrained_model"):  # a stock model's pre-training stage (S3Rec)
+        print(f"pre-trained model: {result['pretrained_model']}")
+    elif result.get("stage") == "pretrain":
         print(f"pre-training loss per epoch: {[round(r['total'], 4) for r in result['pretrain_loss']]}")
         print(f"transferable checkpoint: {result['checkpoint']}")
     else:

@@ -209,3 +209,35 @@ def test_bert4rec_whole_rows_are_masked_like_recbole_and_exact_under_trimming(ti
 def test_whole_sequence_rows_are_ignored_for_next_item_models(tiny_config):
     _, _, (train, _, _) = _loaders(tiny_config, model="SASRec", stock_whole_sequence_rows=True)
     assert isinstance(train, PrefixTrainDataLoader)  # SASRec needs (history, next item) rows
+
+
+def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path, tmp_path, capsys):
+    """Stock S3Rec's two runs through run_recbole_mm: the pre-training stage (one row per user
+    sequence) ends with its file, and the fine-tuning model starts from those weights."""
+    from recbole_mm import cli
+    from recbole_mm.trainer.trainer import trusted_torch_load
+
+    settings = {"load_col": {"inter": ["user_id", "item_id_list", "item_id"], "item": ["item_id", "category"]},
+                "item_attribute": "category", "hidden_size": 16, "inner_size": 16,
+                "data_path": tiny_data_path, "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False}
+    yaml_file = tmp_path / "s3rec.yaml"
+    yaml_file.write_text(__import__("yaml").safe_dump(settings))
+    common = ["--model=S3Rec", "--dataset=tiny", f"--config_files={yaml_file}"]
+    pretrain = cli.main(common + ["--train_stage=pretrain", "--pretrain_epochs=2", "--save_step=2",
+                                  "--stock_whole_sequence_rows=True", "--train_batch_size=128"])
+    assert f"pre-trained model: {pretrain['pretrained_model']}" in capsys.readouterr().out
+
+    def s3rec(**stage):
+        config = MMConfig("S3Rec", "tiny", config_dict=dict(settings, **stage))
+        with trusted_torch_load():
+            return get_model("S3Rec")(config, create_dataset(config))
+
+    loaded = s3rec(train_stage="finetune", pre_model_path=pretrain["pretrained_model"])
+    fresh = s3rec(train_stage="pretrain")  # freshly initialised
+    assert not torch.equal(loaded.item_embedding.weight, fresh.item_embedding.weight)
+    with trusted_torch_load():
+        saved = torch.load(pretrain["pretrained_model"])["state_dict"]
+    assert all(torch.equal(value, saved[name]) for name, value in loaded.state_dict().items())
+    finetune = cli.main(common + ["--train_stage=finetune", f"--pre_model_path={pretrain['pretrained_model']}",
+                                  "--epochs=1", "--stock_length_bucketing=True"])
+    assert 0.0 <= finetune["test_result"]["recall@10"] <= 1.0
