@@ -27,7 +27,7 @@ def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["--models=ANT,Pop,ANT:hidden_size=8:inner_size=8", "--dataset=tiny", f"--out={out}", f"--data_path={tiny_data_path}",
             "--epochs=2", "--hidden_size=16", "--inner_size=16", "--n_experts=2", "--train_batch_size=256",
-            "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING"]
+            "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING", "--paper=ant"]
     rows = compare.main(args)
     assert [r["model"] for r in rows] == ["ANT", "Pop", "ANT:hidden_size=8:inner_size=8"]
     assert all("error" not in r for r in rows)
@@ -36,6 +36,11 @@ def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
     assert "| ANT |" in table and "| Pop |" in table and "| ANT:hidden_size=8:inner_size=8 |" in table
     csv_text = (out / "comparison.csv").read_text().splitlines()
     assert csv_text[0].startswith("model,recall@10") and len(csv_text) == 4
+    import csv
+
+    paper = {r["model"]: r["paper_recall@10"] for r in csv.DictReader(csv_text)}
+    # a row with settings of its own carries its model's published figure
+    assert paper["ANT"] == paper["ANT:hidden_size=8:inner_size=8"] == "0.1334" and paper["Pop"] == ""
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     again = compare.main(args)  # resumes: nothing is trained twice

@@ -135,7 +135,8 @@ def _row_values(row: dict, paper: Optional[str]) -> dict:
     values["epochs"] = row.get("epochs_trained")
     values["parameters"] = row.get("parameters")
     if paper:
-        values["paper_recall@10"] = PAPER_FIGURES[paper].get(row["model"])
+        model, _ = parse_model_entry(row["model"])  # a row with settings of its own: its model's figure
+        values["paper_recall@10"] = PAPER_FIGURES[paper].get(model)
     values["error"] = row.get("error", "")
     return values
 
