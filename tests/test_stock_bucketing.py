@@ -214,6 +214,8 @@ def test_whole_sequence_rows_are_ignored_for_next_item_models(tiny_config):
 def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path, tmp_path, capsys):
     """Stock S3Rec's two runs through run_recbole_mm: the pre-training stage (one row per user
     sequence) ends with its file, and the fine-tuning model starts from those weights."""
+    import yaml
+
     from recbole_mm import cli
     from recbole_mm.trainer.trainer import trusted_torch_load
 
@@ -221,7 +223,7 @@ def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path
                 "item_attribute": "category", "hidden_size": 16, "inner_size": 16,
                 "data_path": tiny_data_path, "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False}
     yaml_file = tmp_path / "s3rec.yaml"
-    yaml_file.write_text(__import__("yaml").safe_dump(settings))
+    yaml_file.write_text(yaml.safe_dump(settings))
     common = ["--model=S3Rec", "--dataset=tiny", f"--config_files={yaml_file}"]
     pretrain = cli.main(common + ["--train_stage=pretrain", "--pretrain_epochs=2", "--save_step=2",
                                   "--stock_whole_sequence_rows=True", "--train_batch_size=128"])
