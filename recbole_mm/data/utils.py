@@ -96,10 +96,10 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
     if custom is not None:
         return custom(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["stock_whole_sequence_rows"] and _builds_own_samples(config, model_class):
-        getLogger().info(f"{config['model']}: one training row per user sequence (stock_whole_sequence_rows)")
-        train_data = WholeSequenceRowsLoader(config, train_data._dataset, shuffle=config["shuffle"])
-    elif config["stock_length_bucketing"] and not hasattr(model_class, "supports_whole_sequence"):
+    stock_model = not hasattr(model_class, "supports_whole_sequence")
+    if stock_model and config["stock_whole_sequence_rows"]:
+        train_data = _stock_whole_rows_loader(config, train_data)
+    if stock_model and config["stock_length_bucketing"] and not isinstance(train_data, WholeSequenceRowsLoader):
         train_data = _stock_prefix_loader(config, train_data)
     wants_plugin_loader = config["train_whole_sequence"] or config["length_bucketing"]
     if wants_plugin_loader:
@@ -123,21 +123,24 @@ def prepare_data(config, dataset) -> Tuple[object, object, object]:
 CLOZE_TRANSFORMS = ("mask_itemseq",)
 
 
-def _builds_own_samples(config, model_class) -> bool:
-    """S3Rec's pre-training and cloze models (RecBole transform ``mask_itemseq``: BERT4Rec) make
-    their training samples from a user's sequence, so one row per user is their paper's input;
-    other models need RecBole's (input, next item) prefix rows, and the key is ignored for them."""
-    if hasattr(model_class, "supports_whole_sequence"):
-        return False
-    if config["train_stage"] == "pretrain":  # a stock pre-training stage (S3Rec)
-        return True
-    if config["transform"] in CLOZE_TRANSFORMS:
-        return True
-    getLogger().info(
-        f"stock_whole_sequence_rows is ignored for {config['model']}: it trains on (history, next item) "
-        f"prefix rows (the key is for S3Rec pre-training and cloze models such as BERT4Rec)"
-    )
-    return False
+def builds_own_samples(config) -> bool:
+    """Whether a stock training stage makes its samples from a user's whole sequence: S3Rec's
+    pre-training and cloze models (RecBole transform ``mask_itemseq``: BERT4Rec). One row per
+    user is then their paper's input; other models need RecBole's (history, next item) rows."""
+    return config["train_stage"] == "pretrain" or config["transform"] in CLOZE_TRANSFORMS
+
+
+def _stock_whole_rows_loader(config, train_data):
+    """``stock_whole_sequence_rows``: one row per user sequence for the stock stages that build
+    their own samples; the others keep RecBole's loader."""
+    if not builds_own_samples(config):
+        getLogger().info(
+            f"stock_whole_sequence_rows is ignored for {config['model']}: it trains on (history, next item) "
+            f"prefix rows (the key is for S3Rec pre-training and cloze models such as BERT4Rec)"
+        )
+        return train_data
+    getLogger().info(f"{config['model']}: one training row per user sequence (stock_whole_sequence_rows)")
+    return WholeSequenceRowsLoader(config, train_data._dataset, shuffle=config["shuffle"])
 
 
 # Stock RecBole sequential models whose outputs do not depend on trailing padding (causal or
