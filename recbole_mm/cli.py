@@ -6,7 +6,10 @@ import argparse
 import sys
 from typing import List, Optional
 
+import yaml
+
 from recbole_mm.data.synthetic import DEFAULT_SYNTHETIC
+from recbole_mm.runner import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +31,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
-    from recbole_mm.runner import run
-
     dataset = args.dataset
     if dataset is None and not _files_name_dataset(config_files):
         dataset = DEFAULT_SYNTHETIC
@@ -51,8 +52,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 def _files_name_dataset(config_files: Optional[List[str]]) -> bool:
     """Whether one of the YAML files sets `dataset` (a name or a list of domains)."""
-    import yaml
-
     for path in config_files or []:
         with open(path, "r", encoding="utf-8") as f:
             if "dataset" in (yaml.safe_load(f) or {}):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import glob
 import os
-from typing import Iterable, List, Optional, Set
+from typing import Iterable, List, Optional, Sequence, Set
 
 import recbole
 import torch
@@ -33,6 +33,29 @@ RUNTIME_KEYS = {
     "neg_sampling", "eval_setting", "data_path", "benchmark_filename", "additional_feat_suffix",
     "save_dataset", "save_dataloaders", "saved", "stage", "results_dir",
 }
+
+
+STAGES = ("train", "pretrain")
+ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
+
+
+def check_choice(key: str, value, allowed: Sequence[str]) -> None:
+    """``ValueError`` naming the config key, its value and the allowed values unless ``value`` is one."""
+    if value not in allowed:
+        raise ValueError(f"config key `{key}` must be one of {list(allowed)}, got {value!r}")
+
+
+def adaptation_mode(config) -> str:
+    """Config key ``adaptation`` (unset = ``ground_built``), checked."""
+    mode = config["adaptation"] or "ground_built"
+    check_choice("adaptation", mode, ADAPTATION_MODES)
+    return mode
+
+
+def check_stage_keys(config) -> None:
+    """Validate ``stage`` and ``adaptation`` (unset = train / ground_built)."""
+    check_choice("stage", config["stage"] or "train", STAGES)
+    adaptation_mode(config)
 
 
 def plugin_yaml(*parts: str) -> str:
@@ -81,6 +104,14 @@ class MMConfig(Config):
         super().__init__(model, dataset, config_file_list, config_dict)
         if strict_keys and self.final_config_dict.get("strict_config_keys", True):
             self._check_unknown_keys()
+        check_stage_keys(self)  # before any data set loads
+
+    def for_dataset(self, dataset: str, **overrides) -> "MMConfig":
+        """The config of another data set with this run's own settings (everything the user set,
+        except `dataset`): a pre-training domain, or the source data set of an adaptation. That
+        data set's ``properties/dataset/<dataset>.yaml`` applies, as for a run on it."""
+        external = {k: v for k, v in self.external_config_dict.items() if k != "dataset"}
+        return MMConfig(self["model"], dataset, config_dict={**external, **overrides})
 
     def _load_cmd_line(self):
         if not self._read_command_line:

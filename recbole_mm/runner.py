@@ -1,6 +1,9 @@
-"""The run pipeline: Config -> data set -> loaders -> model -> trainer -> results.
+"""The run pipeline, written once: Config -> data set -> loaders -> model -> trainer -> results.
 
-Built from RecBole's parts; RecBole's quick-start module is never imported (it pulls in ray).
+:func:`build_pipeline` builds every part for every kind of run — training (plugin and stock
+models), multi-domain pre-training (``stage: pretrain``), multi-task and adversarial models,
+the benchmarks — and :func:`run_single` trains and evaluates what it built. Built from
+RecBole's parts; RecBole's quick-start module is never imported (it pulls in ray).
 """
 
 from __future__ import annotations
@@ -8,17 +11,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from logging import getLogger
 from typing import Dict, List, Optional
 
 import torch
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
+from recbole_mm.checkpoint import (
+    check_resume_settings,
+    load_resume_state,
+    resume_settings,
+    resume_state_file,
+    trusted_torch_load,
+)
 from recbole_mm.config import MMConfig
-from recbole_mm.data.utils import create_dataset, prepare_data
+from recbole_mm.data.multidomain import domain_names
+from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
 from recbole_mm.fileio import write_json_atomic
-from recbole_mm.trainer.trainer import trusted_torch_load
-from recbole_mm.transfer import apply_adaptation, check_stage_keys
+from recbole_mm.model.transferable import Transferable, apply_adaptation
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -88,6 +99,53 @@ def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, read_c
         queue.put(result)
 
 
+@dataclass
+class Pipeline:
+    """Everything one run is made of, built by :func:`build_pipeline`."""
+
+    config: MMConfig
+    dataset: object
+    train_data: object
+    valid_data: Optional[object]
+    test_data: Optional[object]
+    model: torch.nn.Module
+    trainer: object
+    adaptation: dict
+
+
+def build_config(model: Optional[str] = None, dataset: Optional[str] = None,
+                 config_file_list: Optional[List[str]] = None, config_dict: Optional[dict] = None,
+                 read_command_line: bool = False) -> MMConfig:
+    """The run's config (stage and adaptation checked before any data set loads)."""
+    return MMConfig(model, dataset, config_file_list, config_dict, read_command_line=read_command_line)
+
+
+def build_pipeline(config: MMConfig, logger: Optional[logging.Logger] = None) -> Pipeline:
+    """Data set, loaders, model (adapted from a pre-trained checkpoint where asked) and trainer
+    for ``config``: the one pipeline of every kind of run."""
+    logger = logger or getLogger()
+    for name in ensure_embedded_datasets(config):  # the only step that writes data
+        logger.info(f"embedded synthetic data set {name} written")
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = prepare_data(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    if config["stage"] == "pretrain":
+        if not issubclass(model_class, Transferable):
+            raise TypeError(f"model {config['model']} is not transferable (recbole_mm.model.transferable."
+                            f"Transferable): stage pretrain needs ANT, UniSRec or PMMRec (docs/transfer.md)")
+        if not config["single_spec"]:
+            raise NotImplementedError("stage pretrain runs in one process: drop --nproc")
+    with trusted_torch_load():  # stock S3Rec loads its pre-trained model with a bare torch.load
+        model = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    adaptation = apply_adaptation(model, config, logger) if config["stage"] != "pretrain" else {}
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config["stage"])(config, model)
+    return Pipeline(config, dataset, train_data, valid_data, test_data, model, trainer, adaptation)
+
+
 def run_single(
     model: Optional[str] = None,
     dataset: Optional[str] = None,
@@ -96,34 +154,27 @@ def run_single(
     saved: bool = True,
     read_command_line: bool = False,
 ) -> dict:
-    """Train and evaluate one model on one data set in this process; returns (and writes as
-    JSON) the results.
+    """Train and evaluate one model on one data set in this process (or pre-train it on several
+    domains with ``stage: pretrain``); returns (and writes as JSON) the results.
 
     The JSON lies next to the run's log file (``log/<Model>/<...>.json``) and holds the best
     validation result, the test result, the seconds of every training epoch and evaluation,
     the parameter count and the checkpoint path.
     """
-    config = MMConfig(model, dataset, config_file_list, config_dict, read_command_line=read_command_line)
-    check_stage_keys(config)  # before any data set loads
+    config = build_config(model, dataset, config_file_list, config_dict, read_command_line)
     init_seed(config["seed"], config["reproducibility"])
     log_file = setup_logging(config)
     logger = getLogger()
     logger.info(config)
-    if config["stage"] == "pretrain":  # several domains, transferable checkpoint (docs/transfer.md)
-        from recbole_mm.trainer.pretrain import run_pretrain
+    if config["stage"] == "pretrain":
+        settings = resume_settings(config, domain_names(config["dataset"]))
+        resume = load_resume_state(config["resume_from"], settings) if config["resume_from"] else None
+        return _write_result(_pretrain(build_pipeline(config, logger), settings, resume, log_file), config, log_file)
+    return _write_result(_train_and_evaluate(build_pipeline(config, logger), saved, log_file), config, log_file)
 
-        return _write_result(run_pretrain(config, log_file), config, log_file)
 
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = prepare_data(config, data)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    with trusted_torch_load():  # stock S3Rec loads its pre-trained model with a bare torch.load
-        model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(model_obj)
-    adaptation = apply_adaptation(model_obj, config, logger)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
+    config, trainer, logger = pipe.config, pipe.trainer, getLogger()
     if not config["single_spec"]:  # every rank must name rank 0's checkpoint (it embeds the start time)
         names = [trainer.saved_model_file]
         torch.distributed.broadcast_object_list(names, src=0)
@@ -136,17 +187,17 @@ def run_single(
         callback = trainer.save_resume_state
         logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
+        pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
     )
     if config["train_stage"] == "pretrain" and hasattr(trainer, "pretrain"):
         # a stock RecBole pre-training stage (S3Rec): nothing to evaluate yet
         return _stock_pretrain_result(trainer, config, log_file, logger)
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(pipe.test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
     epoch_seconds = getattr(trainer, "train_epoch_seconds", [])
-    result = {
+    return {
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": float(best_valid_score),
@@ -157,13 +208,49 @@ def run_single(
         "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),
-        "parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
         "device": str(config["device"]),
-        "adaptation": adaptation,
+        "adaptation": pipe.adaptation,
     }
-    return _write_result(result, config, log_file)
+
+
+def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: str) -> dict:
+    """Multi-domain pre-training (docs/transfer.md): the transferable checkpoint and the resume
+    state are rewritten after every epoch; a resume state continues the interrupted run."""
+    config, trainer, multi, logger = pipe.config, pipe.trainer, pipe.dataset, getLogger()
+    names = multi.names
+    metadata = {"domains": names, "n_items": multi.domain_items}
+    settings.update(n_items=multi.domain_items, feature_dims=pipe.model.transfer_metadata()["feature_dims"])
+    history: List[dict] = []
+    if resume is not None:  # keep writing the interrupted run's checkpoint
+        check_resume_settings(resume, settings, config["resume_from"])
+        history = trainer.restore_pretrain_state(resume, config["resume_from"])
+        checkpoint = resume["checkpoint"]
+    else:
+        checkpoint = os.path.join(config["checkpoint_dir"], f"{config['model']}-pretrain-{'+'.join(names)}-"
+                                                            f"{get_local_time()}.pth")
+    logger.info(f"state after every epoch: {resume_state_file(checkpoint)} (resume with --resume_from=<it>)")
+    history = trainer.pretrain(pipe.train_data, checkpoint, metadata, show_progress=config["show_progress"],
+                               history=history, settings=settings)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "stage": "pretrain",
+        "domains": names,
+        "n_items": multi.domain_items,
+        "pretrain_loss": history,
+        "epochs_trained": max(0, len(history) - trainer.start_epoch),  # in this run (as stage train counts)
+        "epochs": len(history),
+        "resumed_from": config["resume_from"] or None,
+        "train_epoch_seconds": getattr(trainer, "train_epoch_seconds", []),
+        "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
+        "checkpoint": checkpoint if history else None,
+        "resume_state": resume_state_file(checkpoint) if history else None,
+        "log_file": log_file,
+        "device": str(config["device"]),
+    }
 
 
 def _stock_pretrain_result(trainer, config, log_file: str, logger) -> dict:

@@ -1,4 +1,8 @@
-"""Model, trainer and data set lookup: the plugin first, then RecBole."""
+"""Model and trainer lookup by name: the plugin first, then RecBole.
+
+Bottom layer, as RecBole's ``recbole.utils``: models and trainers are found by name through
+``importlib`` (RecBole's own registry pattern), so this module imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from typing import List
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_mm.enum_type import MMModelType
 
 PLUGIN_MODEL_KINDS = ("sequential_recommender", "multitask_recommender")
 MODEL_ALIASES = {"SASRec++": "SASRecPP"}  # names a Python class cannot carry
@@ -79,27 +85,37 @@ def get_model(model_name: str):
         ) from None
 
 
-def get_trainer(model_type, model_name: str):
-    """The trainer class: ``recbole_mm.trainer.<Model>Trainer`` if it exists, else RecBole's choice;
-    either way with the plugin's safe checkpoint loading and history masking."""
-    from recbole_mm.trainer.trainer import MMTrainer, with_plugin_mixins
+# Trainer classes of the plugin's model families (recbole_mm.trainer), chosen by the declared type
+PLUGIN_TRAINERS = {
+    ModelType.SEQUENTIAL: "MMTrainer",
+    MMModelType.MULTITASK: "MultiTaskTrainer",
+    MMModelType.ADVERSARIAL: "AdversarialTrainer",
+}
 
-    plugin_trainers = importlib.import_module("recbole_mm.trainer")
-    if hasattr(plugin_trainers, model_name + "Trainer"):
-        return getattr(plugin_trainers, model_name + "Trainer")
-    model_class = _plugin_model_class(model_name)
-    if model_class is not None:
-        from recbole_mm.model.multitask_recommender.abstract import MultiTaskRecommender
-        from recbole_mm.model.multitask_recommender.adversarial import AdversarialAdapter
 
-        if issubclass(model_class, AdversarialAdapter):
-            from recbole_mm.trainer.adversarial import AdversarialTrainer
+def is_plugin_model(model_name: str) -> bool:
+    """Whether ``model_name`` names one of the plugin's models (not a stock RecBole model)."""
+    return _plugin_model_class(model_name) is not None
 
-            return AdversarialTrainer
-        if issubclass(model_class, MultiTaskRecommender):
-            from recbole_mm.trainer.multitask import MultiTaskTrainer
 
-            return MultiTaskTrainer
-        if model_type == ModelType.SEQUENTIAL:
-            return MMTrainer
-    return with_plugin_mixins(recbole_get_trainer(model_type, model_name))
+def get_trainer(model_type, model_name: str, stage: str = "train"):
+    """The trainer class, as RecBole's ``get_trainer`` chooses it (looked up by name in the
+    trainer package, so this bottom-layer module imports no trainer):
+
+    - ``stage: pretrain``: ``PretrainTrainer`` (multi-domain pre-training);
+    - ``recbole_mm.trainer.<Model>Trainer`` if it exists;
+    - a plugin model: the trainer of its declared ``type`` (``PLUGIN_TRAINERS``);
+    - a stock model: RecBole's choice with the plugin's mixins (safe checkpoint load, history
+      masking, timing, CPU-distributed).
+    """
+    trainers = importlib.import_module("recbole_mm.trainer")
+    if stage == "pretrain":
+        return trainers.PretrainTrainer
+    if hasattr(trainers, model_name + "Trainer"):
+        return getattr(trainers, model_name + "Trainer")
+    if is_plugin_model(model_name):
+        if model_type not in PLUGIN_TRAINERS:
+            raise ValueError(f"model {model_name} declares type {model_type}, which no plugin trainer serves "
+                             f"(known: {[str(t) for t in PLUGIN_TRAINERS]})")
+        return getattr(trainers, PLUGIN_TRAINERS[model_type])
+    return trainers.with_plugin_mixins(recbole_get_trainer(model_type, model_name))

@@ -4,11 +4,9 @@ frozen; the critic ends in a plain linear score."""
 import pytest
 import torch
 
-from recbole_mm.config import MMConfig
-from recbole_mm.data.multitask import CountrySpec, convert_csv, write_country_csvs
-from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.runner import run
-from recbole_mm.utils import get_model, get_trainer
+from recbole_mm.data.aliexpress import convert_csv
+from recbole_mm.data.synthetic_countries import CountrySpec, write_country_csvs
+from recbole_mm.runner import build_config, build_pipeline, run
 
 SMALL = {"embedding_size": 8, "bottom_dims": [32, 16], "tower_dims": [16, 8], "n_experts": 2,
          "train_batch_size": 256, "eval_batch_size": 4096, "show_progress": False, "state": "WARNING"}
@@ -27,21 +25,18 @@ def adaptation_setup(tmp_path_factory):
 
 
 def build(name, root, checkpoint, **extra):
-    config = MMConfig(name, "TGT", config_dict={**SMALL, "data_path": root, "source_dataset": "SRC",
-                                                 "source_checkpoint": checkpoint, "train_sample_ratio": 0.05,
-                                                 **extra})
-    train, valid, test = prepare_data(config, create_dataset(config))
-    model = get_model(name)(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
-    return config, model, trainer, train
+    config = build_config(name, "TGT", config_dict={**SMALL, "data_path": root, "source_dataset": "SRC",
+                                                     "source_checkpoint": checkpoint, "train_sample_ratio": 0.05,
+                                                     **extra})
+    pipe = build_pipeline(config)
+    return config, pipe.model, pipe.trainer, pipe.train_data
 
 
 @pytest.mark.parametrize("name", ["TAA", "DAA"])
 def test_adversarial_loss_reaches_feature_network(name, adaptation_setup):
     root, checkpoint = adaptation_setup
     _, model, trainer, train = build(name, root, checkpoint)
-    source_batch = next(iter(trainer.source_loader))
-    target_batch = next(iter(train))
+    source_batch, target_batch = next(iter(train))  # the trainer's (source, target) pairs
     model.zero_grad()
     adversarial = model.adversarial_loss(source_batch, target_batch)
     assert adversarial.abs().item() > 0
@@ -58,9 +53,10 @@ def test_adversarial_loss_reaches_feature_network(name, adaptation_setup):
 def test_target_sample_is_the_stratified_share(adaptation_setup):
     root, checkpoint = adaptation_setup
     _, _, _, train = build("TAA", root, checkpoint)
-    full = train._dataset.tensors()[2]
-    assert abs(len(train.labels) - 0.05 * len(full)) <= 4
-    assert train.labels[:, 0].mean().item() == pytest.approx(full[:, 0].mean().item(), abs=0.02)
+    target = train.target  # the target half of the (source, target) pairs
+    full = target._dataset.tensors()[2]
+    assert abs(len(target.labels) - 0.05 * len(full)) <= 4
+    assert target.labels[:, 0].mean().item() == pytest.approx(full[:, 0].mean().item(), abs=0.02)
 
 
 def test_daa_keeps_source_frozen_and_moves_target(adaptation_setup):

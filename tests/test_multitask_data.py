@@ -7,16 +7,14 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_DATASETS
-from recbole_mm.data.multitask import (
+from recbole_mm.data.aliexpress import (
     ATOMIC_HEADER,
     AliExpressFormatError,
-    CountrySpec,
     convert_csv,
-    generate_country,
     read_aliexpress_csv,
     stratified_sample,
-    write_country_csvs,
 )
+from recbole_mm.data.synthetic_countries import CountrySpec, generate_country, write_country_csvs
 
 SAMPLE = os.path.join(SHARED_DATASETS, "AliExpress_sample")
 needs_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE), reason=f"real sample absent: {SAMPLE}")

@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from recbole_mm.config import MMConfig
-from recbole_mm.data.multitask import CountrySpec, write_country_csvs, convert_csv
+from recbole_mm.data.aliexpress import convert_csv
+from recbole_mm.data.synthetic_countries import CountrySpec, write_country_csvs
 from recbole_mm.runner import run
 from recbole_mm.trainer.multitask import task_metrics
 

@@ -262,7 +262,8 @@ def test_images_load_from_a_folder_and_from_the_lmdb_store(e2e_paths, tmp_path):
 
 def test_pretrain_then_adapt_through_the_transfer_stage(tiny_config, tiny_data_path, tmp_path):
     """--stage=pretrain on two source domains, then adaptation fine_tune with pretrain_part."""
-    from recbole_mm.transfer import apply_adaptation, load_pretrained as read_checkpoint
+    from recbole_mm.checkpoint import load_pretrained as read_checkpoint
+    from recbole_mm.model.transferable import apply_adaptation
 
     for name, seed, prefix in (("pm_src_x", 31, "px"), ("pm_src_y", 32, "py")):
         write_dataset(SyntheticSpec(name=name, n_users=200, n_items=80, n_categories=8, seed=seed,

@@ -12,7 +12,7 @@ import torch
 from recbole_mm.config import MMConfig
 from recbole_mm.data.features import FeatureFileError
 from recbole_mm.runner import run
-from recbole_mm.trainer.trainer import load_checkpoint
+from recbole_mm.checkpoint import load_checkpoint
 from recbole_mm.utils import get_model
 
 

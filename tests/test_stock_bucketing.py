@@ -120,7 +120,7 @@ def test_trusted_torch_load_lets_stock_code_read_its_own_checkpoints(tmp_path):
 
     import pytest
 
-    from recbole_mm.trainer.trainer import trusted_torch_load
+    from recbole_mm.checkpoint import trusted_torch_load
 
     path = str(tmp_path / "pretrained.pth")
     torch.save({"config": _Pickled(), "state_dict": {"w": torch.ones(2)}}, path)
@@ -217,7 +217,7 @@ def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path
     import yaml
 
     from recbole_mm import cli
-    from recbole_mm.trainer.trainer import trusted_torch_load
+    from recbole_mm.checkpoint import trusted_torch_load
 
     settings = {"load_col": {"inter": ["user_id", "item_id_list", "item_id"], "item": ["item_id", "category"]},
                 "item_attribute": "category", "hidden_size": 16, "inner_size": 16,

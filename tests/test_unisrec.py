@@ -7,7 +7,8 @@ from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.sequential_recommender.unisrec import drop_items
 from recbole_mm.runner import run
-from recbole_mm.transfer import apply_adaptation, load_pretrained
+from recbole_mm.checkpoint import load_pretrained
+from recbole_mm.model.transferable import apply_adaptation
 from recbole_mm.utils import get_model
 from test_runner import most_popular_recall_at_10
 

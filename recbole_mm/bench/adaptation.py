@@ -12,33 +12,21 @@ For every backbone: train on the source; then on the target test split report pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Dict, List
 
-from recbole_mm.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
+from recbole_mm.bench.runs import cached_run
+from recbole_mm.fileio import write_csv_atomic, write_text_atomic
 
 SETTINGS = ("source model as is", "target only (sample)", "fine-tune (sample)", "TAA", "DAA")
-
-
-def _cached_run(out: str, key: str, model: str, dataset: str, config: dict) -> dict:
-    from recbole_mm.runner import run_single
-
-    path = os.path.join(out, f"{key}.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    result = run_single(model, dataset, config_dict=config)
-    write_json_atomic(path, result)
-    return result
 
 
 def adaptation_table(backbones: List[str], source: str, target: str, shared: dict, out: str,
                      sample_ratio: float, adapt_epochs: int) -> List[Dict]:
     rows = []
     for backbone in backbones:
-        base = {**shared, "checkpoint_dir": os.path.join(out, "saved", backbone)}
-        src = _cached_run(out, f"{backbone}-source-training", backbone, source, base)
+        base = dict(shared)
+        src = cached_run(out, f"{backbone}-source-training", backbone, source, base)
         ckpt = src["checkpoint"]
         runs = {
             SETTINGS[0]: (backbone, {**base, "init_checkpoint": ckpt, "epochs": 0}),
@@ -50,7 +38,7 @@ def adaptation_table(backbones: List[str], source: str, target: str, shared: dic
                                   "train_sample_ratio": sample_ratio, "epochs": adapt_epochs}),
         }
         for i, (setting, (model, config)) in enumerate(runs.items()):
-            result = _cached_run(out, f"{backbone}-{i}", model, target, config)
+            result = cached_run(out, f"{backbone}-{i}", model, target, config)
             test = result["test_result"]
             rows.append({"backbone": backbone, "setting": setting, **{k: test[k] for k in
                          ("ctr_auc", "ctcvr_auc", "ctr_logloss", "ctcvr_logloss")},

@@ -14,14 +14,11 @@ last saved state. Writes ``<out>/comparison.md``, ``comparison.csv`` and ``compa
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import glob
-import json
-import multiprocessing
 import os
-from typing import Dict, List, Optional
+from typing import List, Optional
 
+from recbole_mm.bench.runs import cached_run, parse_overrides
 from recbole_mm.fileio import atomic_output, write_json_atomic
 
 METRICS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50")
@@ -31,50 +28,6 @@ PAPER_FIGURES = {
     "ant": {"NPE": 0.0772, "SASRec": 0.1060, "BERT4Rec": 0.0500, "FDSA": 0.0907, "S3Rec": 0.0500,
             "NOVA": 0.0962, "SASRec++": 0.1260, "UniSRec": 0.1071, "ANT": 0.1334, "ANT_e": 0.1347},
 }
-
-
-def _typed(value: str):
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        if lowered in ("none", "null", "~"):
-            return None
-        return value
-
-
-def parse_overrides(extra: List[str]) -> Dict[str, object]:
-    """``--key=value`` pairs -> config dict (numbers, lists, booleans typed)."""
-    pairs = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"unrecognised argument {arg!r}: config overrides are written --key=value")
-        key, value = arg[2:].split("=", 1)
-        pairs[key] = _typed(value)
-    return pairs
-
-
-def _run_model(model: str, dataset: str, config_files, config_dict: dict, queue) -> None:
-    try:
-        from recbole_mm.runner import run_single
-
-        queue.put(("ok", run_single(model, dataset, config_files, config_dict)))
-    except Exception as err:  # reported in the table, the other models still run
-        queue.put(("error", f"{type(err).__name__}: {err}"))
-
-
-def run_model_in_child(model: str, dataset: str, config_files, config_dict: dict) -> dict:
-    context = multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    process = context.Process(target=_run_model, args=(model, dataset, config_files, config_dict, queue))
-    process.start()
-    process.join()
-    if queue.empty():
-        return {"model": model, "error": f"process ended with exit code {process.exitcode}"}
-    status, payload = queue.get()
-    return payload if status == "ok" else {"model": model, "error": payload}
 
 
 def _safe_name(model: str) -> str:
@@ -89,7 +42,7 @@ def compare(models: List[str], dataset: str, overrides: dict, out: str, config_f
     rows = []
     for entry in models:
         model, own = parse_model_entry(entry)
-        row = run_once(out, _safe_name(entry), model, dataset, config_files, {**overrides, **own})
+        row = cached_run(out, _safe_name(entry), model, dataset, {**overrides, **own}, config_files)
         row["model"] = entry
         rows.append(row)
     write_outputs(rows, out, dataset, paper)
@@ -102,28 +55,6 @@ def parse_model_entry(entry: str):
     A model may appear several times with its own settings; each entry is a row of its own."""
     model, *pairs = entry.split(":")
     return model, parse_overrides([f"--{pair}" for pair in pairs])
-
-
-def run_once(out: str, key: str, model: str, dataset: str, config_files, config_dict: dict) -> dict:
-    """One run in a child process, kept as ``<out>/<key>.json``: skipped when that file exists,
-    resumed from its last saved state (``<out>/saved/<key>/``) when it was interrupted."""
-    done_file = os.path.join(out, f"{key}.json")
-    if os.path.isfile(done_file):
-        with open(done_file, encoding="utf-8") as f:
-            print(f"{key}: done before, skipped", flush=True)
-            return json.load(f)
-    checkpoint_dir = os.path.join(out, "saved", key)
-    config_dict = {**config_dict, "checkpoint_dir": checkpoint_dir}
-    last_states = sorted(glob.glob(os.path.join(checkpoint_dir, "*-last.pth")), key=os.path.getmtime)
-    if last_states:
-        config_dict["resume_from"] = last_states[-1]
-        print(f"{key}: resuming from {last_states[-1]}", flush=True)
-    result = run_model_in_child(model, dataset, config_files, config_dict)
-    result["model"] = model
-    if "error" not in result:
-        write_json_atomic(done_file, result)
-    print(f"{key}: {result.get('test_result') or result.get('error') or result.get('checkpoint')}", flush=True)
-    return result
 
 
 def _row_values(row: dict, paper: Optional[str]) -> dict:

@@ -14,11 +14,16 @@ Prints a markdown table and writes it, with a JSON, to ``--out``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import resource
 import time
 from typing import Dict, List, Tuple
+
+from recbole.utils import init_seed
+
+from recbole_mm.bench.runs import run_in_child
+from recbole_mm.fileio import write_json_atomic
+from recbole_mm.runner import build_config, build_pipeline, run_single
 
 ALL_OFF = {"train_whole_sequence": False, "length_bucketing": False, "trim_batches": False,
            "cache_item_table": False, "sort_eval_by_length": False}
@@ -44,54 +49,40 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool, queue) -> None:
-    from recbole.utils import init_seed
-
-    from recbole_mm.config import MMConfig
-    from recbole_mm.data.utils import create_dataset, prepare_data
-    from recbole_mm.utils import get_model, get_trainer
-
-    config = MMConfig(model, dataset, config_dict=config_dict)
+def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
+    """Time ``epochs`` training epochs and one evaluation of one setting (in its own process)."""
+    config = build_config(model, dataset, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
-    train_data, valid_data, _ = prepare_data(config, data)
-    model_obj = get_model(model)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
+    pipe = build_pipeline(config)
     seconds = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        trainer._train_epoch(train_data, epoch, show_progress=config["show_progress"])
+        pipe.trainer._train_epoch(pipe.train_data, epoch, show_progress=config["show_progress"])
         seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
-    trainer.evaluate(valid_data, load_best_model=False)
+    pipe.trainer.evaluate(pipe.valid_data, load_best_model=False)
     row = {
         "model": model,
         "train_epoch_seconds": sum(seconds) / len(seconds),
         "eval_seconds": time.perf_counter() - start,
-        "train_batches": len(train_data),
-        "parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "train_batches": len(pipe.train_data),
+        "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
     }
     if train:
-        from recbole_mm.runner import run_single
-
         result = run_single(model, dataset, config_dict={**config_dict, "state": "INFO"})
         row.update({"test_recall@10": result["test_result"]["recall@10"],
                     "test_ndcg@10": result["test_result"]["ndcg@10"],
                     "epochs_trained": result["epochs_trained"]})
     row["peak_rss_mb"] = _peak_rss_mb()
-    queue.put(row)
+    return row
 
 
 def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
     """One setting in a fresh child process (its own peak memory)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    process = context.Process(target=_time_setting, args=(model, dataset, config_dict, epochs, train, queue))
-    process.start()
-    process.join()
-    if process.exitcode != 0 or queue.empty():
-        raise RuntimeError(f"benchmark setting {model} {config_dict} failed (exit code {process.exitcode})")
-    return queue.get()
+    row = run_in_child(_time_setting, model, dataset, config_dict, epochs, train)
+    if "error" in row:
+        raise RuntimeError(f"benchmark setting {model} {config_dict} failed: {row['error']}")
+    return row
 
 
 def markdown_table(rows: List[dict], args) -> str:
@@ -156,8 +147,6 @@ def main(argv=None) -> List[dict]:
               f"{row['peak_rss_mb']:.0f} MB", flush=True)
     table = markdown_table(rows, args)
     print(table)
-    from recbole_mm.fileio import write_json_atomic
-
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"speed-{args.dataset}-{args.settings}")
     with open(stem + ".md", "w", encoding="utf-8") as f:

@@ -20,9 +20,9 @@ from typing import Dict, List
 
 import yaml
 
-from recbole_mm.bench.compare import parse_overrides, run_once
+from recbole_mm.bench.runs import cached_run, parse_overrides
 from recbole_mm.fileio import write_csv_atomic, write_text_atomic
-from recbole_mm.model.transfer import ADAPTATION_MODES
+from recbole_mm.config import ADAPTATION_MODES
 
 MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning"}
 METRICS = ("recall@10", "ndcg@10")
@@ -36,7 +36,7 @@ def transfer_table(models: List[str], target: str, sources: List[str], overrides
     for model in models:
         pretrain = None
         if any(mode != "ground_built" for mode in modes):
-            pretrain = run_once(out, f"{model}-pretrain", model, ",".join(sources), None,
+            pretrain = cached_run(out, f"{model}-pretrain", model, ",".join(sources),
                                 {**overrides, **(pretrain_overrides or {}), "stage": "pretrain",
                                  "epochs": pretrain_epochs})
             if "error" in pretrain:
@@ -45,7 +45,7 @@ def transfer_table(models: List[str], target: str, sources: List[str], overrides
             config = {**overrides, "adaptation": mode}
             if mode != "ground_built":
                 config["pretrained_checkpoint"] = pretrain["checkpoint"]
-            result = run_once(out, f"{model}-{mode}", model, target, None, config)
+            result = cached_run(out, f"{model}-{mode}", model, target, config)
             test = result.get("test_result", {})
             rows.append({"model": model, "mode": mode, **{m: test.get(m) for m in METRICS},
                          "epochs": result.get("epochs_trained"), "trainable_parameters": result.get("parameters"),

@@ -1,12 +1,19 @@
 """Data set creation and data loaders for the runner (RecBole's ``create_dataset`` /
-``data_preparation`` plus the plugin's data set classes and training loaders)."""
+``data_preparation`` plus the plugin's data set classes and training loaders).
+
+The choice follows the declared model type (``config["MODEL_TYPE"]``) and the stage:
+multi-domain pre-training, multi-task (``MMModelType.MULTITASK``), adversarial adaptation
+(``MMModelType.ADVERSARIAL``: the target plus a source data set), sequential (plugin or stock).
+Checking a data set never writes one: :func:`ensure_embedded_datasets` is the explicit step
+that writes the embedded synthetic data sets, and the runner takes it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 from logging import getLogger
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
@@ -15,26 +22,53 @@ from recbole.utils import ModelType
 
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
-from recbole_mm.data.multitask import SYNTHETIC_COUNTRIES, write_synthetic_countries
+from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoader, domain_names
+from recbole_mm.data.multitask import MultiTaskDataLoader, MultiTaskDataset, SourceTargetLoader, multitask_dataloaders
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
+from recbole_mm.data.synthetic_countries import SYNTHETIC_COUNTRIES, write_synthetic_countries
+from recbole_mm.enum_type import MULTITASK_TYPES, MMModelType
+from recbole_mm.utils import get_model
 
 SYNTHETIC_COUNTRY_NAMES = {spec.name for spec in SYNTHETIC_COUNTRIES}
-from recbole_mm.utils import get_model
+
+
+def data_root(config) -> str:
+    """The folder that holds the data set folders (RecBole has appended the data set name to
+    ``data_path``)."""
+    return os.path.dirname(os.path.normpath(config["data_path"]))
+
+
+def run_dataset_names(config) -> List[str]:
+    """Every data set a run reads: its domains (``A,B,C`` with ``stage: pretrain``) and, for an
+    adversarial adaptation, ``source_dataset``."""
+    names = domain_names(config["dataset"])
+    if config["MODEL_TYPE"] == MMModelType.ADVERSARIAL and config["source_dataset"]:
+        names.append(config["source_dataset"])
+    return names
+
+
+def ensure_embedded_datasets(config) -> List[str]:
+    """Write the embedded synthetic data sets that this run names and that are missing (the
+    only place that writes data on a run's behalf); returns their names."""
+    written = []
+    root = data_root(config)
+    for name in run_dataset_names(config):
+        if os.path.isdir(os.path.join(root, name)):
+            continue
+        if name in SYNTHETIC_DATASETS:
+            ensure_synthetic(name, root)
+        elif name in SYNTHETIC_COUNTRY_NAMES:
+            write_synthetic_countries(root, [s for s in SYNTHETIC_COUNTRIES if s.name == name])
+        else:
+            continue
+        written.append(name)
+    return written
 
 
 def check_dataset_files(config) -> None:
-    """Fail early, naming the path, when a data set's folder or files are missing.
-
-    The embedded synthetic data sets are written on first use instead.
-    """
+    """Fail early, naming the path, when a data set's folder or files are missing (writes nothing)."""
     data_path = config["data_path"]  # RecBole has already joined <data_path>/<dataset>
     name = config["dataset"]
-    if not os.path.isdir(data_path):
-        parent = os.path.dirname(os.path.normpath(data_path))
-        if name in SYNTHETIC_DATASETS:
-            ensure_synthetic(name, parent)
-        elif name in SYNTHETIC_COUNTRY_NAMES:
-            write_synthetic_countries(parent, [s for s in SYNTHETIC_COUNTRIES if s.name == name])
     if not os.path.isdir(data_path):
         raise FileNotFoundError(
             f"data set folder {data_path} not found. Point --data_path at the folder that holds "
@@ -74,11 +108,16 @@ def _check_item_attribute_file(config, data_path: str, name: str) -> None:
 
 
 def create_dataset(config):
-    """The model's data set: the plugin model's ``dataset_class``; for stock sequential models on
-    pre-split benchmark files :class:`BenchmarkSequentialDataset`; otherwise RecBole's choice."""
+    """The run's data set: with ``stage: pretrain`` a :class:`MultiDomainDataset` of every domain;
+    for multi-task and adversarial models a :class:`MultiTaskDataset` (the target); for plugin
+    sequential models their ``dataset_class``; for stock sequential models on pre-split
+    benchmark files :class:`BenchmarkSequentialDataset`; otherwise RecBole's choice."""
+    if config["stage"] == "pretrain":
+        return create_multidomain_dataset(config)
     check_dataset_files(config)
-    model_class = get_model(config["model"])
-    dataset_class = getattr(model_class, "dataset_class", None)
+    if config["MODEL_TYPE"] in MULTITASK_TYPES:
+        return MultiTaskDataset(config)
+    dataset_class = getattr(get_model(config["model"]), "dataset_class", None)
     if dataset_class is None and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["benchmark_filename"]:
         recbole_datasets = importlib.import_module("recbole.data.dataset")
         if not hasattr(recbole_datasets, config["model"] + "Dataset"):
@@ -88,13 +127,48 @@ def create_dataset(config):
     return dataset_class(config)
 
 
+def create_multidomain_dataset(config) -> MultiDomainDataset:
+    """Every domain of ``config["dataset"]`` (``A,B,C``) as its own data set (own item ids, own
+    feature files, own ``properties/dataset/<domain>.yaml``), item ids laid side by side."""
+    names = domain_names(config["dataset"])
+    datasets = []
+    for name in names:
+        datasets.append(create_dataset(config.for_dataset(name, stage="train")))
+        getLogger().info(datasets[-1])
+    return MultiDomainDataset(datasets, names)
+
+
 def prepare_data(config, dataset) -> Tuple[object, object, object]:
-    """RecBole's train/valid/test loaders; with ``train_whole_sequence`` (plugin models that
+    """The train / valid / test loaders of the run (valid and test are None for pre-training).
+
+    Sequential models: RecBole's loaders; with ``train_whole_sequence`` (plugin models that
     support it) the training loader yields whole sequences (recbole_mm.data.batching)."""
+    if config["stage"] == "pretrain":
+        return MultiDomainTrainLoader(config, dataset, shuffle=True), None, None
+    if config["MODEL_TYPE"] == MMModelType.MULTITASK:
+        return multitask_dataloaders(config, dataset)
+    if config["MODEL_TYPE"] == MMModelType.ADVERSARIAL:
+        return adversarial_dataloaders(config, dataset)
+    return sequential_dataloaders(config, dataset)
+
+
+def adversarial_dataloaders(config, dataset):
+    """The target's loaders, the training loader paired with the source data set's training
+    split (config key ``source_dataset``) batch by batch."""
+    name = config["source_dataset"]
+    if not name:
+        raise ValueError("config key `source_dataset` is required: the data set the source model was trained on")
+    source_config = config.for_dataset(name, state="WARNING")
+    check_dataset_files(source_config)
+    source_train, _, _ = MultiTaskDataset(source_config).build()
+    train, valid, test = multitask_dataloaders(config, dataset)
+    source = MultiTaskDataLoader(config, source_train, config["train_batch_size"], shuffle=True)
+    return SourceTargetLoader(source, train), valid, test
+
+
+def sequential_dataloaders(config, dataset):
+    """RecBole's loaders, with the plugin's training loaders where a setting asks for them."""
     model_class = get_model(config["model"])
-    custom = getattr(model_class, "build_dataloaders", None)
-    if custom is not None:
-        return custom(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     stock_model = not hasattr(model_class, "supports_whole_sequence")
     if stock_model and config["stock_whole_sequence_rows"]:

@@ -20,14 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_mm.checkpoint import ARCHITECTURE_KEYS, check_checkpoint_fits
 from recbole_mm.data.batching import TARGET_SEQ_FIELD
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
-
-ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
-# configuration keys that fix the shapes of the transferable parameters
-ARCHITECTURE_KEYS = ("hidden_size", "n_layers", "n_heads", "inner_size", "n_experts", "MAX_ITEM_LIST_LENGTH",
-                     "price_embedding_size")
+from recbole_mm.model.transferable import Transferable
 
 
 def in_batch_contrastive(queries: torch.Tensor, keys: torch.Tensor, temperature: float,
@@ -45,7 +42,7 @@ def in_batch_contrastive(queries: torch.Tensor, keys: torch.Tensor, temperature:
     return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
 
-class TransferableRecommender(MMSequentialRecommender):
+class TransferableRecommender(MMSequentialRecommender, Transferable):
     """Base of the plugin's transferable models (ANT, UniSRec); see the module docstring.
 
     Subclasses build ``self.item_encoder`` (MultiModalItemEncoder) and ``self.sequence_encoder``
@@ -57,9 +54,6 @@ class TransferableRecommender(MMSequentialRecommender):
     transferable_prefixes: Tuple[str, ...] = ("sequence_encoder.", "item_encoder.adaptors.")
     # frozen under re-learning (the ANT paper: the transformer encoder layers)
     relearn_frozen_prefixes: Tuple[str, ...] = ("sequence_encoder.encoder.",)
-    # checkpoints of one family load into each other (ANT <-> ANT_e, UniSRec <-> UniSRec_e)
-    transfer_family: str = ""
-
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.architecture = {k: config[k] for k in ARCHITECTURE_KEYS}
@@ -162,15 +156,13 @@ class TransferableRecommender(MMSequentialRecommender):
 
     def adapt_from_pretrained(self, checkpoint: dict, mode: str, config) -> dict:
         """The transfer hook the runner calls (docs/transfer.md): load ``checkpoint`` (see
-        :func:`recbole_mm.transfer.save_pretrained`) for adaptation ``mode``.
+        :func:`recbole_mm.checkpoint.save_pretrained`) for adaptation ``mode``.
 
         ``fine_tune`` loads every transferable parameter and trains all (with
         ``fine_tune_freeze_encoder`` the transformer encoder and position embedding stay fixed,
         UniSRec's own fine-tuning); ``re_learning`` loads, freezes the transformer encoder layers
         and re-initialises the position embedding, MoE experts and gates. Returns a summary.
         """
-        from recbole_mm.transfer import check_checkpoint_fits
-
         check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
         state = checkpoint["state_dict"]
         own = self.transferable_state_dict()

@@ -1,4 +1,7 @@
-"""Training loop of TAA / DAA: critic steps (WGAN-GP) alternating with feature-network steps."""
+"""Training loop of TAA / DAA: critic steps (WGAN-GP) alternating with feature-network steps.
+
+The runner hands the trainer a :class:`recbole_mm.data.multitask.SourceTargetLoader` (pairs of
+source and target batches); the trainer builds no data."""
 
 from __future__ import annotations
 
@@ -8,27 +11,21 @@ from recbole_mm.trainer.multitask import MultiTaskEvaluation
 from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin
 
 
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
 class AdversarialEpochs(MultiTaskEvaluation):
     """Per step: ``n_critic`` critic updates on (source batch, target batch), then one update of
     the target model on task loss + ``adv_weight`` x the critics' Wasserstein estimates.
 
-    Source rows come from ``source_dataset`` (its training split); target rows are the training
-    loader's (a stratified ``train_sample_ratio`` sample of the target). ``adapt_task_loss`` says
+    The training loader yields (source batch, target batch) pairs: source rows from
+    ``source_dataset`` (its training split), target rows from a stratified ``train_sample_ratio``
+    sample of the target. ``adapt_task_loss`` says
     on which labelled rows the task loss is taken: ``[source, target]`` by default.
     """
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
-        target_batches = _cycle(train_data)
         totals = [0.0, 0.0, 0.0]
-        for source_batch in self.source_loader:
-            source_batch = source_batch.to(self.device)
-            target_batch = next(target_batches).to(self.device)
+        for source_batch, target_batch in train_data:
+            source_batch, target_batch = source_batch.to(self.device), target_batch.to(self.device)
             for _ in range(self.n_critic):
                 self.critic_optimizer.zero_grad()
                 critic_loss = self.model.critic_loss(source_batch, target_batch, self.gp_weight)
@@ -64,22 +61,3 @@ class AdversarialTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMix
         self.gp_weight = float(config["gp_weight"])
         self.adv_weight = float(config["adv_weight"])
         self.task_loss_on = set(config["adapt_task_loss"] or [])
-        self.source_loader = self._source_loader(config, model.backbone_name)
-
-    @staticmethod
-    def _source_loader(config, backbone_name: str):
-        import os
-
-        from recbole_mm.config import MMConfig
-        from recbole_mm.data.multitask import MultiTaskDataLoader, MultiTaskDataset
-        from recbole_mm.data.utils import check_dataset_files
-
-        name = config["source_dataset"]
-        if not name:
-            raise ValueError("config key `source_dataset` is required: the data set the source model was trained on")
-        data_root = os.path.dirname(os.path.normpath(config["data_path"]))  # RecBole appended the target's name
-        source_config = MMConfig(backbone_name, name, config_dict={
-            "data_path": data_root, "state": "WARNING", "seed": config["seed"]})
-        check_dataset_files(source_config)
-        train, _, _ = MultiTaskDataset(source_config).build()
-        return MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=True)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -17,38 +16,8 @@ import torch
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 
+from recbole_mm.checkpoint import load_checkpoint
 from recbole_mm.fileio import atomic_output
-
-
-def load_checkpoint(path: str, map_location=None) -> dict:
-    """``torch.load`` for the plugin's own (trusted) RecBole checkpoints.
-
-    They pickle the run's Config, which ``weights_only=True`` (torch >= 2.6 default) refuses.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint file {path} not found") from None
-
-
-@contextlib.contextmanager
-def trusted_torch_load():
-    """Within the block ``torch.load`` defaults to ``weights_only=False``.
-
-    For stock RecBole code that loads the run's own checkpoints itself (S3Rec's fine-tuning stage
-    reads its pre-trained model with a bare ``torch.load``), which torch >= 2.6 would refuse.
-    """
-    original = torch.load
-
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
 
 
 class SafeCheckpointMixin:

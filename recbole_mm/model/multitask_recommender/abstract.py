@@ -8,11 +8,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import AbstractRecommender
-from recbole.utils import InputType, ModelType
+from recbole.utils import InputType
 
-from recbole_mm.data.multitask import N_NUMERICAL, MultiTaskDataLoader, MultiTaskDataset, stratified_sample
+from recbole_mm.checkpoint import load_checkpoint
+from recbole_mm.data.aliexpress import N_NUMERICAL
+from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
-from recbole_mm.trainer.trainer import load_checkpoint
 
 TASKS = ("ctr", "ctcvr")
 
@@ -38,9 +39,8 @@ class MultiTaskRecommender(AbstractRecommender):
     BCE(CTCVR, conversion). ``predict`` returns (N, 2) probabilities.
     """
 
-    type = ModelType.CONTEXT
+    type = MMModelType.MULTITASK
     input_type = InputType.POINTWISE
-    dataset_class = MultiTaskDataset
     tasks = TASKS
 
     def __init__(self, config, dataset):
@@ -56,23 +56,6 @@ class MultiTaskRecommender(AbstractRecommender):
         self.outputs = nn.ModuleList(nn.Linear(config["tower_dims"][-1], 1) for _ in self.tasks)
         if init:
             self.load_state_dict(load_checkpoint(init)["state_dict"])
-
-    @classmethod
-    def build_dataloaders(cls, config, dataset):
-        """Train / valid / test loaders over the data set's pre-split files. With
-        ``train_sample_ratio`` < 1 training uses a stratified sample of the training rows (label
-        rates kept): the "little target data" setting of the adaptation experiments."""
-        train, valid, test = dataset.build()
-        rows = None
-        ratio = config["train_sample_ratio"]
-        if ratio is not None and ratio < 1:
-            _, _, labels = train.tensors()
-            rows = stratified_sample(labels.numpy(), ratio, int(config["seed"]))
-        return (
-            MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"], rows=rows),
-            MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False),
-            MultiTaskDataLoader(config, test, config["eval_batch_size"], shuffle=False),
-        )
 
     # ----- subclasses --------------------------------------------------------------------------
     def build_backbone(self, input_dim: int) -> int:

@@ -17,11 +17,12 @@ from typing import List, Sequence
 import torch
 import torch.nn as nn
 from recbole.model.abstract_recommender import AbstractRecommender
-from recbole.utils import InputType, ModelType
+from recbole.utils import InputType
 
-from recbole_mm.data.multitask import MultiTaskDataset
+from recbole_mm.checkpoint import load_checkpoint
+from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_recommender.abstract import TASKS, MultiTaskRecommender, vocab_sizes_of
-from recbole_mm.trainer.trainer import load_checkpoint
+from recbole_mm.utils import get_model
 
 
 ARCHITECTURE_KEYS = ("embedding_size", "bottom_dims", "tower_dims", "dropout_prob", "n_experts", "ple_levels",
@@ -61,17 +62,13 @@ def gradient_penalty(critic: Critic, source: torch.Tensor, target: torch.Tensor)
 class AdversarialAdapter(AbstractRecommender):
     """Shared part of TAA and DAA: the target backbone, loaded from the source checkpoint."""
 
-    type = ModelType.CONTEXT
+    type = MMModelType.ADVERSARIAL
     input_type = InputType.POINTWISE
-    dataset_class = MultiTaskDataset
     tasks = TASKS
-    build_dataloaders = MultiTaskRecommender.build_dataloaders
     yaml_bases = ("MultiTaskRecommender",)  # the wrapped backbone's keys
 
     def __init__(self, config, dataset):
         super().__init__()
-        from recbole_mm.utils import get_model
-
         source_file = config["source_checkpoint"]
         if not source_file:
             raise ValueError(f"{type(self).__name__} needs config key `source_checkpoint` (a trained backbone)")
@@ -103,7 +100,7 @@ class AdversarialAdapter(AbstractRecommender):
         """The sum of the critics' Wasserstein estimates, with gradients into the target model."""
         raise NotImplementedError
 
-    def critic_loss(self, source_batch, target_batch) -> torch.Tensor:
+    def critic_loss(self, source_batch, target_batch, gp_weight: float) -> torch.Tensor:
         """What the critics minimise: -(Wasserstein estimates) + gp_weight * gradient penalties."""
         raise NotImplementedError
 

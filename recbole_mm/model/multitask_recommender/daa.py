@@ -2,13 +2,14 @@
 
 import torch
 
+from recbole_mm.checkpoint import load_checkpoint
 from recbole_mm.model.multitask_recommender.adversarial import (
     AdversarialAdapter,
     Critic,
     gradient_penalty,
     wasserstein_estimate,
 )
-from recbole_mm.trainer.trainer import load_checkpoint
+from recbole_mm.utils import get_model
 
 
 class DAA(AdversarialAdapter):
@@ -19,8 +20,6 @@ class DAA(AdversarialAdapter):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        from recbole_mm.utils import get_model
-
         self.source = get_model(self.backbone_name)(config, dataset)
         self.source.load_state_dict(load_checkpoint(config["source_checkpoint"])["state_dict"])
         for param in self.source.parameters():

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_mm.checkpoint import check_checkpoint_fits
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import TokenTransformer, build_token_source, key_mask, masked_mean
 from recbole_mm.model.inbatch import (
@@ -15,6 +16,7 @@ from recbole_mm.model.inbatch import (
     popularity_log_prior, symmetric_info_nce, training_targets,
 )
 from recbole_mm.model.layers import CausalTransformer, masked_positions
+from recbole_mm.model.transferable import Transferable
 
 PRETRAIN_PARTS = {"item_encoder": ("item_tower.",), "user_encoder": ("user_encoder.", "nid_head.")}
 # config keys that fix the shapes (or meaning) of the transferable parameters
@@ -22,7 +24,7 @@ TRANSFER_KEYS = ("hidden_size", "n_layers", "n_heads", "inner_size", "MAX_ITEM_L
                  "fusion_n_heads", "fusion_inner_size", "encoder_mode")
 
 
-class PMMRec(MMSequentialRecommender):
+class PMMRec(MMSequentialRecommender, Transferable):
     r"""PMMRec (Li et al., ICDE 2024: "Multi-Modality is All You Need for Transferable
     Recommender Systems"). No item IDs: an item is the masked mean of one post-LN "merged
     attention" layer over its projected text and image tokens (or one modality alone,
@@ -182,8 +184,6 @@ class PMMRec(MMSequentialRecommender):
     def adapt_from_pretrained(self, checkpoint: dict, mode: str, config) -> dict:
         """The runner's adaptation hook: ``adaptation: fine_tune`` loads the part named by
         ``pretrain_part`` (full | item_encoder | user_encoder | none) and trains everything."""
-        from recbole_mm.transfer import check_checkpoint_fits
-
         if mode != "fine_tune":
             raise ValueError(f"PMMRec adapts with adaptation=fine_tune and config key `pretrain_part`; "
                              f"{mode!r} is not defined for it")
