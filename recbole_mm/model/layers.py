@@ -1,5 +1,8 @@
 """Building blocks shared by the plugin's models, written once.
 
+- :class:`ItemFeatureTable`: the one holder of an item set's fixed per-modality features and
+  presence masks (non-persistent buffers, row = internal item id); every feature-reading
+  module below reads through it.
 - :class:`MoEAdaptor`: a mixture of experts over a frozen feature (whitening or linear experts)
   with a noisy Gaussian gate.
 - :class:`SinusoidalScalarEncoder`: turns a scalar (price) into a sinusoidal vector.
@@ -18,6 +21,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.layers import TransformerEncoder
+
+
+class ItemFeatureTable(nn.Module):
+    """Fixed per-modality item features and presence masks, row ``i`` = internal item id ``i``.
+
+    Non-persistent buffers: they follow the model to its device but are never saved in a
+    checkpoint (they belong to the data set, and a transferred model meets another item set).
+    """
+
+    def __init__(self, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor]):
+        super().__init__()
+        self.modalities = list(features)
+        self.dims = {m: int(features[m].shape[1]) for m in self.modalities}
+        for m in self.modalities:
+            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+
+    @property
+    def n_items(self) -> int:
+        return self.feature(self.modalities[0]).shape[0]
+
+    def feature(self, modality: str) -> torch.Tensor:
+        """(n_items, dim) features of ``modality`` (zero rows where an item lacks it)."""
+        return getattr(self, f"feat_{modality}")
+
+    def mask(self, modality: str) -> torch.Tensor:
+        """(n_items,) whether each item has ``modality``."""
+        return getattr(self, f"mask_{modality}")
+
+    def lookup(self, modality: str, item_ids: Optional[torch.Tensor] = None):
+        """(features, mask) of ``item_ids`` (all items when None)."""
+        feat, mask = self.feature(modality), self.mask(modality)
+        if item_ids is None:
+            return feat, mask
+        return feat[item_ids], mask[item_ids]
 
 
 class MoEAdaptor(nn.Module):
@@ -146,12 +184,11 @@ class MultiModalItemEncoder(nn.Module):
         super().__init__()
         if not features:
             raise ValueError("MultiModalItemEncoder needs at least one modality (config key `modalities`)")
-        self.modalities = list(features)
+        self.table = ItemFeatureTable(features, masks)
+        self.modalities = self.table.modalities
         self.fusion_beta = fusion_beta
         self.adaptors = nn.ModuleDict()
         for m in self.modalities:
-            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
-            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
             if m == "price":
                 if features[m].shape[1] != 1:
                     raise ValueError(f"price features must have dimension 1, got {features[m].shape[1]}")
@@ -166,21 +203,19 @@ class MultiModalItemEncoder(nn.Module):
 
     @property
     def n_items(self) -> int:
-        return getattr(self, f"feat_{self.modalities[0]}").shape[0]
+        return self.table.n_items
 
     def feature(self, modality: str) -> torch.Tensor:
-        return getattr(self, f"feat_{modality}")
+        return self.table.feature(modality)
 
     def mask(self, modality: str) -> torch.Tensor:
-        return getattr(self, f"mask_{modality}")
+        return self.table.mask(modality)
 
     def modality_embeddings(self, item_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Adapted embedding per modality, zero where the item lacks the modality."""
         out = {}
         for m in self.modalities:
-            feat, mask = self.feature(m), self.mask(m)
-            if item_ids is not None:
-                feat, mask = feat[item_ids], mask[item_ids]
+            feat, mask = self.table.lookup(m, item_ids)
             if m == "price":
                 feat = self.price_encoder(feat)
             out[m] = self.adaptors[m](feat) * mask.unsqueeze(-1).to(feat.dtype)
@@ -253,11 +288,10 @@ class ModalityProjector(nn.Module):
     def __init__(self, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor], hidden_size: int,
                  price_embedding_size: int = 64, price_frequency: float = 50000.0):
         super().__init__()
-        self.modalities = list(features)
+        self.table = ItemFeatureTable(features, masks)
+        self.modalities = self.table.modalities
         self.projections = nn.ModuleDict()
         for m in self.modalities:
-            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
-            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
             in_dim = features[m].shape[1]
             if m == "price":
                 self.price_encoder = SinusoidalScalarEncoder(price_embedding_size, price_frequency)
@@ -267,7 +301,7 @@ class ModalityProjector(nn.Module):
     def forward(self, item_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
         out = {}
         for m in self.modalities:
-            feat, mask = getattr(self, f"feat_{m}")[item_ids], getattr(self, f"mask_{m}")[item_ids]
+            feat, mask = self.table.lookup(m, item_ids)
             if m == "price":
                 feat = self.price_encoder(feat)
             out[m] = self.projections[m](feat) * mask.unsqueeze(-1).to(feat.dtype)
