@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from recbole_mm.config import MMConfig
-from recbole_mm.data.batching import TARGET_SEQ_FIELD, SequenceTrainDataLoader
+from recbole_mm.data.batching import SequenceTrainDataLoader
+
+TARGET_SEQ_FIELD = "target_item_list"  # overall.yaml's TARGET_ITEM_LIST_FIELD
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.utils import get_model, get_trainer
 

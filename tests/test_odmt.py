@@ -7,7 +7,7 @@ import torch
 
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.model.inbatch import distillation_kl, ramp_weight
+from recbole_mm.model.losses import distillation_kl, ramp_weight
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
 from model_helpers import losses_on_one_batch

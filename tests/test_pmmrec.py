@@ -11,8 +11,8 @@ from recbole_mm.config import MMConfig
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.encoders import transformer_blocks
-from recbole_mm.model.inbatch import (
-    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks, training_targets,
+from recbole_mm.model.losses import (
+    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks,
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
@@ -108,12 +108,13 @@ def test_popularity_correction_and_history_masking():
     assert torch.isfinite(corrected[torch.arange(4), layout.labels]).all()
 
 
-def test_prefix_samples_put_the_target_at_the_last_position():
+def test_prefix_samples_put_the_target_at_the_last_position(tiny_config):
     from recbole.data.interaction import Interaction
 
+    _, _, _, model = build(tiny_config(**SMALL))
     batch = Interaction({"item_id_list": torch.tensor([[5, 6, 0], [7, 0, 0]]), "item_length": torch.tensor([2, 1]),
                          "item_id": torch.tensor([9, 8])})
-    inputs, targets = training_targets(batch, "item_id_list", "item_length", "item_id")
+    inputs, targets = model.training_targets(batch)
     assert inputs.tolist() == [[5, 6], [7, 0]] and targets.tolist() == [[0, 9], [8, 0]]
 
 

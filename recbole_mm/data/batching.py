@@ -5,7 +5,7 @@ RecBole turns a user sequence of n items into n - 1 prefix samples, each padded 
 sequence equals the output at the end of the prefix of length t, so one forward pass over
 the whole sequence with a loss at every position does the same work once.
 :class:`SequenceTrainDataLoader` yields such batches: ``item_id_list`` holds the inputs,
-``target_item_list`` the next item at every position (0 = no target), and each batch is
+the field named by config key ``TARGET_ITEM_LIST_FIELD`` (``target_item_list``) the next item at every position (0 = no target), and each batch is
 trimmed to its longest row. The same loader also serves RecBole's prefix samples (one target
 at the last position) with length-bucketed batches.
 
@@ -22,7 +22,6 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 
-TARGET_SEQ_FIELD = "target_item_list"
 
 
 def _chain_user_rows(histories, targets, max_len):
@@ -140,6 +139,7 @@ class SequenceTrainDataLoader:
         self.whole_sequences = whole_sequences
         self.sampler = _EpochSampler()
         self.max_len = config["MAX_ITEM_LIST_LENGTH"]
+        self.target_field = config["TARGET_ITEM_LIST_FIELD"]
         if whole_sequences:
             inputs, targets, lengths, users = build_user_sequences(dataset, self.max_len)
         else:
@@ -223,7 +223,7 @@ class SequenceTrainDataLoader:
                     self.uid_field: self.users[idx],
                     self.item_seq_field: self.inputs[idx, :width],
                     self.item_len_field: lengths,
-                    TARGET_SEQ_FIELD: self.targets[idx, :width],
+                    self.target_field: self.targets[idx, :width],
                 }
             )
 
@@ -249,7 +249,7 @@ class PrefixTrainDataLoader(SequenceTrainDataLoader):
 
     def __iter__(self) -> Iterator[Interaction]:
         for batch in super().__iter__():
-            targets = batch[TARGET_SEQ_FIELD]
+            targets = batch[self.target_field]
             lengths = batch[self.item_len_field]
             next_items = targets[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)]
             yield Interaction(

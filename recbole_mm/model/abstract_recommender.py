@@ -5,8 +5,9 @@ how to encode a sequence of them (``encode_sequence``); this class provides RecB
 ``calculate_loss`` / ``predict`` / ``full_sort_predict`` on top, with:
 
 - batches trimmed to their longest real sequence (exact under causal + padding masks);
-- whole-sequence training: when a batch carries ``target_item_list`` (see
-  :mod:`recbole_mm.data.batching`) the loss is taken at every position;
+- whole-sequence training: when a batch carries the targets field (config key
+  ``TARGET_ITEM_LIST_FIELD``, see :mod:`recbole_mm.data.batching`) the loss is taken at every
+  position; :meth:`training_targets` is the one place that reads a batch's targets;
 - the item table computed once per evaluation pass and reused for every batch (the cache is
   dropped whenever the model switches mode, i.e. before each evaluation and training epoch).
 """
@@ -20,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
-from recbole_mm.data.batching import TARGET_SEQ_FIELD
 from recbole_mm.data.dataset import MMSequentialDataset, feature_tensor
 from recbole_mm.data.features import check_modalities
 from recbole_mm.model.layers import masked_positions
@@ -34,6 +34,7 @@ class MMSequentialRecommender(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.TARGET_SEQ = config["TARGET_ITEM_LIST_FIELD"]
         self.initializer_range = config["initializer_range"]
         self.trim_batches = config["trim_batches"] is not False
         self.cache_item_table = config["cache_item_table"] is not False
@@ -98,22 +99,29 @@ class MMSequentialRecommender(SequentialRecommender):
         output = self.encode_sequence(self.trim(item_seq, item_seq_len), table)
         return masked_positions(output, item_seq_len)
 
+    def training_targets(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of a training batch, both (B, L) and trimmed: ``targets[b, t]`` is
+        the next item after position ``t`` where a loss is taken, 0 elsewhere.
+
+        Whole-sequence batches carry the targets field (``TARGET_ITEM_LIST_FIELD``); a RecBole
+        prefix sample has one target, its positive item, at its last real position.
+        """
+        lengths = interaction[self.ITEM_SEQ_LEN]
+        item_seq = self.trim(interaction[self.ITEM_SEQ], lengths)
+        if self.TARGET_SEQ in interaction:
+            return item_seq, interaction[self.TARGET_SEQ][:, : item_seq.size(1)]
+        targets = torch.zeros_like(item_seq)
+        targets.scatter_(1, (lengths - 1).clamp(min=0).view(-1, 1), interaction[self.POS_ITEM_ID].view(-1, 1))
+        return item_seq, targets
+
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
         table = self.item_table()
-        if TARGET_SEQ_FIELD in interaction:
-            item_seq = self.trim(item_seq, item_seq_len)
-            targets = interaction[TARGET_SEQ_FIELD][:, : item_seq.size(1)]
-            output = self.encode_sequence(item_seq, table)
-            valid = targets > 0
-            seq_output, target = output[valid], targets[valid]
-        else:
-            seq_output = self.forward(item_seq, item_seq_len, table)
-            target = interaction[self.POS_ITEM_ID]
-        logits = self.score(seq_output, table)
+        item_seq, targets = self.training_targets(interaction)
+        output = self.encode_sequence(item_seq, table)
+        valid = targets > 0
+        logits = self.score(output[valid], table)
         logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, targets[valid])
 
     def _eval_table(self) -> torch.Tensor:
         if self.training or not self.cache_item_table:

@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_mm.checkpoint import ARCHITECTURE_KEYS, check_checkpoint_fits
-from recbole_mm.data.batching import TARGET_SEQ_FIELD
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
 from recbole_mm.model.transferable import Transferable
@@ -100,10 +99,9 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
         Only the items of the batch are encoded, so the cost does not grow with the number of
         items of all pre-training domains together.
         """
-        if TARGET_SEQ_FIELD not in interaction:
-            raise KeyError(f"pre-training needs whole-sequence batches with field {TARGET_SEQ_FIELD!r}")
-        item_seq = self.trim(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        targets = interaction[TARGET_SEQ_FIELD][:, : item_seq.size(1)]
+        if self.TARGET_SEQ not in interaction:
+            raise KeyError(f"pre-training needs whole-sequence batches with field {self.TARGET_SEQ!r}")
+        item_seq, targets = self.training_targets(interaction)
         unique, inverse = torch.unique(torch.cat([item_seq.flatten(), targets.flatten()]), return_inverse=True)
         reps = self.item_reps(unique)
         n = item_seq.numel()

@@ -9,9 +9,8 @@ import torch.nn as nn
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import FeatureTokens, TokenTransformer
-from recbole_mm.model.inbatch import (
+from recbole_mm.model.losses import (
     distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, popularity_log_prior, ramp_weight,
-    training_targets,
 )
 from recbole_mm.model.layers import CausalTransformer
 
@@ -152,8 +151,7 @@ class ODMT(MMSequentialRecommender):
     # ----- training ------------------------------------------------------------------------
     def branch_logits(self, interaction):
         """In-batch logits of every branch, {branch: (N, C)}, and the batch layout."""
-        inputs, targets = training_targets(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID,
-                                           self.trim_batches)
+        inputs, targets = self.training_targets(interaction)
         ids = torch.unique(torch.cat([inputs.reshape(-1), targets.reshape(-1), inputs.new_zeros(1)]), sorted=True)
         reps = self.encode_items(ids)
         layout = in_batch_layout(inputs, targets)

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from recbole_mm.checkpoint import check_checkpoint_fits
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import TokenTransformer, build_token_source, key_mask, masked_mean
-from recbole_mm.model.inbatch import (
+from recbole_mm.model.losses import (
     corrupt_sequence, in_batch_ce, in_batch_layout, in_batch_logits, multi_positive_info_nce, nicl_masks,
-    popularity_log_prior, symmetric_info_nce, training_targets,
+    popularity_log_prior, symmetric_info_nce,
 )
 from recbole_mm.model.layers import CausalTransformer, masked_positions
 from recbole_mm.model.transferable import Transferable
@@ -115,8 +115,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
 
     # ----- training ------------------------------------------------------------------------
     def calculate_loss(self, interaction, return_parts: bool = False):
-        inputs, targets = training_targets(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID,
-                                           self.trim_batches)
+        inputs, targets = self.training_targets(interaction)
         use_noise = self.nid_weight > 0 or self.rcl_weight > 0
         noised, nid_labels = corrupt_sequence(inputs, self.nid_noise_ratio, self.n_items) if use_noise else (None, None)
         parts = [inputs.reshape(-1), targets.reshape(-1)] + ([noised.reshape(-1)] if use_noise else [])
@@ -148,7 +147,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
 
     def nicl_loss(self, inputs: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
                   per_modality: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """NICL over the batch (see :func:`recbole_mm.model.inbatch.nicl_masks`); cosine
+        """NICL over the batch (see :func:`recbole_mm.model.losses.nicl_masks`); cosine
         similarities / ``nicl_temperature``. Needs the text modality; without images only the
         text-to-next-text positives remain."""
         if "text" not in per_modality:

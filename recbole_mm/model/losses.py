@@ -1,7 +1,8 @@
-"""Training objectives shared by PMMRec and ODMT (issue 9).
+"""Training objectives (losses) shared by the plugin's models.
 
-- :func:`training_targets`: (inputs, targets) of a training batch in both of the plugin's
-  batch layouts (whole-sequence rows or RecBole prefix samples);
+The targets of a training batch come from
+:meth:`recbole_mm.model.abstract_recommender.MMSequentialRecommender.training_targets`.
+
 - :func:`popularity_log_prior`: log training popularity of every item;
 - :func:`in_batch_logits` / :func:`in_batch_ce`: next-item softmax over the distinct target
   items of the batch, minus log popularity, the user's other history items masked;
@@ -20,25 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recbole_mm.data.batching import TARGET_SEQ_FIELD
-
-
-def training_targets(interaction, item_seq_field: str, length_field: str, pos_field: str,
-                     trim: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets), both (B, L): ``targets[b, t]`` is the next item after position ``t``
-    where a loss is taken, 0 elsewhere.
-
-    Whole-sequence batches carry ``target_item_list``; a RecBole prefix sample has one target,
-    the positive item, at its last real position.
-    """
-    item_seq, lengths = interaction[item_seq_field], interaction[length_field]
-    if trim:
-        item_seq = item_seq[:, : max(1, int(lengths.max()))]
-    if TARGET_SEQ_FIELD in interaction:
-        return item_seq, interaction[TARGET_SEQ_FIELD][:, : item_seq.size(1)]
-    targets = torch.zeros_like(item_seq)
-    targets.scatter_(1, (lengths - 1).clamp(min=0).view(-1, 1), interaction[pos_field].view(-1, 1))
-    return item_seq, targets
 
 
 def popularity_log_prior(dataset, n_items: int) -> torch.Tensor:
