@@ -12,8 +12,8 @@ from recbole_mm.config import MMConfig
 from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoader, domain_names
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, TRANSFER_DOMAINS, SyntheticSpec, _successor_map, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.runner import run
-from recbole_mm.checkpoint import load_pretrained
+from recbole_mm.runner import build_pipeline, run
+from recbole_mm.checkpoint import check_checkpoint_fits, load_pretrained
 from recbole_mm.model.transferable import apply_adaptation
 from recbole_mm.utils import get_model, get_trainer
 
@@ -161,10 +161,9 @@ def test_each_mode_runs_end_to_end(mode, pretrained, domains_path, tmp_path):
 
 def test_mismatched_checkpoints_fail_clearly(pretrained, domains_path, tmp_path):
     ckpt = pretrained["checkpoint"]
-    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
-                                    pretrained_checkpoint=ckpt, modalities=["text", "image"])
-    with pytest.raises(ValueError, match=r"modalities \['text', 'image', 'price'\] in the checkpoint"):
-        apply_adaptation(model, config)
+    with pytest.raises(ValueError, match=r"no modality in common: \['text', 'image', 'price'\] in the checkpoint"):
+        check_checkpoint_fits(load_pretrained(ckpt), {**load_pretrained(ckpt)["metadata"], "modalities": ["audio"]},
+                              ckpt)
     config = MMConfig("ANT", "tiny_text96", config_dict=base_config(domains_path, tmp_path, adaptation="re_learning",
                                                                      pretrained_checkpoint=ckpt))
     model = get_model("ANT")(config, create_dataset(config))
@@ -321,3 +320,86 @@ def test_unknown_stage_or_adaptation_fails_before_any_data_loads(key, value, sta
     message = f"config key `{key}` must be one of {allowed}, got '{value}'"
     with pytest.raises(ValueError, match=re.escape(message)):
         run("ANT", dataset, config_dict=base_config(domains_path, tmp_path, **overrides))
+
+
+def test_modalities_the_checkpoint_lacks_start_fresh_and_extra_ones_are_ignored(pretrained, domains_path, tmp_path):
+    """A text-only source (Games) adapts to a text + image target (Scientific): the image adaptor
+    is learnt on the target; a checkpoint modality the target lacks is ignored."""
+    checkpoint = load_pretrained(pretrained["checkpoint"])["state_dict"]  # text, image, price
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=pretrained["checkpoint"], modalities=["text", "image"])
+    fresh_image = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("item_encoder.adaptors.image.")}
+    summary = apply_adaptation(model, config)
+    assert summary["ignored_modalities"] == ["price"] and summary["fresh_modalities"] == []
+    state = model.state_dict()
+    for key in state:
+        if key.startswith(("sequence_encoder.", "item_encoder.adaptors.text.", "item_encoder.adaptors.image.")):
+            assert torch.equal(state[key], checkpoint[key]), key
+    assert not any(k.startswith("item_encoder.adaptors.price.") for k in state)
+
+    text_only = run("ANT", SOURCES, config_dict=base_config(domains_path, tmp_path / "text", stage="pretrain", epochs=1,
+                                                            modalities=["text"]))
+    config, model, _ = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                    pretrained_checkpoint=text_only["checkpoint"], modalities=["text", "image"])
+    fresh_image = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("item_encoder.adaptors.image.")}
+    summary = apply_adaptation(model, config)
+    assert summary["fresh_modalities"] == ["image"] and summary["ignored_modalities"] == []
+    saved = load_pretrained(text_only["checkpoint"])["state_dict"]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    assert all(torch.equal(state[k], v) for k, v in fresh_image.items())  # untouched: learnt on the target
+
+
+def test_missing_modality_modes_differ_only_for_items_without_the_modality(tiny_config):
+    config_zero = MMConfig("ANT", "tiny", config_dict=tiny_config(missing_modality="zero"))
+    dataset = create_dataset(config_zero)
+    zero = get_model("ANT")(config_zero, dataset)
+    learned = get_model("ANT")(MMConfig("ANT", "tiny", config_dict=tiny_config(missing_modality="adaptor")), dataset)
+    learned.load_state_dict(zero.state_dict())
+    with torch.no_grad():  # a non-zero expert bias: the zero feature's adaptation is a non-zero constant
+        for adaptor in zero.item_encoder.adaptors.values():
+            adaptor.expert_bias.normal_()
+        learned.load_state_dict(zero.state_dict())
+    zero.eval(), learned.eval()
+    with torch.no_grad():
+        a, b = zero.item_table(), learned.item_table()
+    complete = torch.ones(len(a), dtype=torch.bool)
+    for m in zero.item_encoder.modalities:
+        complete &= zero.item_encoder.mask(m)
+    complete[0] = False
+    lacking = ~complete
+    lacking[0] = False
+    assert complete.any() and lacking.any()
+    torch.testing.assert_close(a[complete], b[complete])
+    assert (a[lacking] - b[lacking]).abs().sum(-1).min() > 0
+
+
+def test_learning_rate_decays_every_epoch(tiny_config):
+    config = MMConfig("ANT", "tiny", config_dict=tiny_config(learning_rate_decay=0.5, learning_rate=0.004))
+    pipe = build_pipeline(config)
+    for epoch in range(2):
+        pipe.trainer._train_epoch(pipe.train_data, epoch)
+    assert [g["lr"] for g in pipe.trainer.optimizer.param_groups] == [pytest.approx(0.001)]
+
+
+def test_fine_tune_with_frozen_encoder_moves_only_item_side_parameters(pretrained, domains_path, tmp_path):
+    """Fine-tuning as UniSRec and the ANT paper do it: no gradient reaches the transformer encoder
+    or the position embedding, and Adam leaves them unchanged; the item side is tuned."""
+    config, model, train = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
+                                        pretrained_checkpoint=pretrained["checkpoint"], fine_tune_freeze_encoder=True)
+    summary = apply_adaptation(model, config)
+    params = dict(model.named_parameters())
+    encoder = {n for n in params if n.startswith(("sequence_encoder.encoder.", "sequence_encoder.position_embedding."))}
+    assert set(summary["frozen"]) == encoder and encoder
+    trainer = get_trainer(config["MODEL_TYPE"], "ANT")(config, model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    model.train()
+    for batch in list(iter(train))[:3]:
+        trainer.optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        assert all(params[n].grad is None for n in encoder)
+        trainer.optimizer.step()
+    assert all(torch.equal(params[n], before[n]) for n in encoder)
+    moved = {n for n in params if not torch.equal(params[n], before[n])}
+    assert any(n.startswith("item_encoder.adaptors.") for n in moved)
+    assert moved <= set(params) - encoder

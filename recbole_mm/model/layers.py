@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from recbole.model.layers import TransformerEncoder
 
 
+MISSING_MODALITY_MODES = ("zero", "adaptor")
+
+
 class ItemFeatureTable(nn.Module):
     """Fixed per-modality item features and presence masks, row ``i`` = internal item id ``i``.
 
@@ -180,10 +183,15 @@ class MultiModalItemEncoder(nn.Module):
         price_embedding_size: int = 64,
         price_frequency: float = 50000.0,
         noisy_gate: bool = True,
+        missing_modality: str = "zero",
     ):
         super().__init__()
         if not features:
             raise ValueError("MultiModalItemEncoder needs at least one modality (config key `modalities`)")
+        if missing_modality not in MISSING_MODALITY_MODES:
+            raise ValueError(f"config key `missing_modality` must be one of {list(MISSING_MODALITY_MODES)}, "
+                             f"got {missing_modality!r}")
+        self.missing_modality = missing_modality
         self.table = ItemFeatureTable(features, masks)
         self.modalities = self.table.modalities
         self.fusion_beta = fusion_beta
@@ -212,13 +220,16 @@ class MultiModalItemEncoder(nn.Module):
         return self.table.mask(modality)
 
     def modality_embeddings(self, item_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Adapted embedding per modality, zero where the item lacks the modality."""
+        """Adapted embedding per modality. Where the item lacks the modality: zero
+        (``missing_modality: zero``), or the adaptor's output for the zero feature, a learned
+        constant per modality (``missing_modality: adaptor``, the ANT reference code)."""
         out = {}
         for m in self.modalities:
             feat, mask = self.table.lookup(m, item_ids)
             if m == "price":
                 feat = self.price_encoder(feat)
-            out[m] = self.adaptors[m](feat) * mask.unsqueeze(-1).to(feat.dtype)
+            adapted = self.adaptors[m](feat)
+            out[m] = adapted * mask.unsqueeze(-1).to(feat.dtype) if self.missing_modality == "zero" else adapted
         return out
 
     def forward(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:

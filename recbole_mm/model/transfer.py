@@ -68,6 +68,7 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
             dropout=config["adaptor_dropout_prob"], fusion_beta=fusion_beta,
             price_embedding_size=config["price_embedding_size"] or 64,
             price_frequency=config["price_frequency"] or 50000.0,
+            missing_modality=config["missing_modality"] or "zero",
         )
         self.sequence_encoder = CausalTransformer(config, self.hidden_size)
         self.sequence_encoder.apply(self.init_weights)
@@ -156,29 +157,40 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
         """The transfer hook the runner calls (docs/transfer.md): load ``checkpoint`` (see
         :func:`recbole_mm.checkpoint.save_pretrained`) for adaptation ``mode``.
 
-        ``fine_tune`` loads every transferable parameter and trains all (with
+        Adaptors of modalities only the target has start fresh (a source domain without
+        images leaves the image adaptor to be learnt on the target); those only the checkpoint
+        has are ignored. ``fine_tune`` loads every transferable parameter and trains all (with
         ``fine_tune_freeze_encoder`` the transformer encoder and position embedding stay fixed,
         UniSRec's own fine-tuning); ``re_learning`` loads, freezes the transformer encoder layers
         and re-initialises the position embedding, MoE experts and gates. Returns a summary.
         """
         check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
-        state = checkpoint["state_dict"]
-        own = self.transferable_state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
+        own_modalities = list(self.item_encoder.modalities)
+        saved_modalities = list(checkpoint["metadata"]["modalities"])
+        fresh = [m for m in own_modalities if m not in saved_modalities]  # the source domains lacked it
+        ignored = [m for m in saved_modalities if m not in own_modalities]  # the target lacks it
+        state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(_adaptor_prefixes(ignored))}
+        own = {k for k in self.transferable_state_dict() if not k.startswith(_adaptor_prefixes(fresh))}
+        missing = sorted(own - set(state))
+        unexpected = sorted(set(state) - own)
         if missing or unexpected:
             raise ValueError(
                 f"checkpoint {config['pretrained_checkpoint']} does not hold {type(self).__name__}'s "
                 f"transferable parameters: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         self.load_state_dict(state, strict=False)
-        summary = {"mode": mode, "loaded": len(state), "frozen": [], "reinitialised": []}
+        summary = {"mode": mode, "loaded": len(state), "frozen": [], "reinitialised": [],
+                   "fresh_modalities": fresh, "ignored_modalities": ignored}
         if mode == "fine_tune" and config["fine_tune_freeze_encoder"]:
             summary["frozen"] = self.freeze(("sequence_encoder.encoder.", "sequence_encoder.position_embedding."))
         elif mode == "re_learning":
             summary["reinitialised"] = self.relearning_reinitialise()
             summary["frozen"] = self.freeze(self.relearn_frozen_prefixes)
         return summary
+
+
+def _adaptor_prefixes(modalities) -> tuple:
+    return tuple(f"item_encoder.adaptors.{m}." for m in modalities)
 
 
 def new_item_embedding(model: TransferableRecommender) -> nn.Embedding:

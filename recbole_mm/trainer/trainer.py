@@ -150,7 +150,21 @@ class EpochTimerMixin:
         return result
 
 
-PLUGIN_MIXINS = (CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin)
+class LearningRateDecayMixin:
+    """``learning_rate_decay``: every parameter group's learning rate is multiplied by it after
+    each training epoch (the learning rates live in the optimiser's state, so a resumed run
+    continues the schedule)."""
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        result = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        decay = self.config["learning_rate_decay"]
+        if decay is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= float(decay)
+        return result
+
+
+PLUGIN_MIXINS = (CPUDistributedMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin, HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:
@@ -160,5 +174,6 @@ def with_plugin_mixins(trainer_class: type) -> type:
     return type(trainer_class.__name__, PLUGIN_MIXINS + (trainer_class,), {})
 
 
-class MMTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, HistoryMaskMixin, Trainer):
+class MMTrainer(CPUDistributedMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin, HistoryMaskMixin,
+                Trainer):
     """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""
