@@ -245,8 +245,8 @@ def test_pmmrec_trains_through_runner(item_tower, tiny_config, tiny_data_path):
 
 
 def test_images_load_from_a_folder_and_from_the_lmdb_store(e2e_paths, tmp_path):
-    from recbole_mm.model.encoders import load_item_images
-    from recbole_mm.preprocess.lmdb_store import build_image_lmdb
+    from recbole_mm.data.raw_items import load_item_images
+    from recbole_mm.data.lmdb_store import build_image_lmdb
 
     folder = os.path.join(e2e_paths[0], "tinye2e", "images")
     tokens = ["[PAD]"] + [f"it{i:05d}" for i in range(40)]
