@@ -10,20 +10,19 @@ with ``states`` (n, T, d_m) and ``mask`` (n, T) bool:
   ``n_trainable_blocks`` blocks are frozen.
 
 :class:`TokenTransformer` is a stack of post-LN (BERT-style) blocks over a set of tokens with
-an explicit (n, T, T) "may attend" mask. Raw inputs are read by :mod:`recbole_mm.data.raw_items`.
+an explicit (n, T, T) "may attend" mask. The raw titles and images come from the data set
+(``item_texts`` / ``item_images`` of :class:`~recbole_mm.data.dataset.MMSequentialDataset`,
+read by :mod:`recbole_mm.data.raw_items`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 from recbole.model.layers import TransformerEncoder
-
-from recbole_mm.data.raw_items import clip_image_size, load_item_images, load_item_texts
 
 Tokens = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
 
@@ -186,21 +185,21 @@ def build_token_source(config, dataset, features, masks) -> nn.Module:
         return FeatureTokens({m: features[m] for m in keep}, {m: masks[m] for m in keep})
     if mode != "end_to_end":
         raise ValueError(f"config key `encoder_mode` must be feature or end_to_end, got {mode!r}")
-    id2token = dataset.field2id_token[dataset.iid_field]
-    folder = config["data_path"]  # RecBole has already appended the data set name
-    key_map = config["item_key_map"]
-    if key_map is None:
-        default_map = os.path.join(folder, f"{config['dataset']}.item2index")
-        key_map = default_map if os.path.isfile(default_map) else None
     kwargs = {}
     if config["text_encoder_path"]:
-        text_file = config["raw_text_file"] or os.path.join(folder, f"{config['dataset']}.text")
-        texts, present = load_item_texts(text_file, id2token, key_map)
+        texts, present = _raw_items(dataset, "item_texts", "text_encoder_path")
         kwargs.update(text_path=config["text_encoder_path"], texts=texts, text_present=present)
     if config["image_encoder_path"]:
-        size = clip_image_size(config["image_encoder_path"])
-        images, present = load_item_images(config["image_dir"] or os.path.join(folder, "images"), id2token,
-                                           size, key_map)
+        images, present = _raw_items(dataset, "item_images", "image_encoder_path")
         kwargs.update(image_path=config["image_encoder_path"], images=images, image_present=present)
-    return PretrainedEncoderTokens(len(id2token), max_text_length=config["text_max_length"],
+    return PretrainedEncoderTokens(dataset.num(dataset.iid_field), max_text_length=config["text_max_length"],
                                    n_trainable_blocks=config["n_trainable_blocks"], **kwargs)
+
+
+def _raw_items(dataset, attribute: str, key: str):
+    """The data set's raw items for an end-to-end encoder (loaded by MMSequentialDataset)."""
+    raw = getattr(dataset, attribute, None)
+    if raw is None:
+        raise ValueError(f"end-to-end mode: config key `{key}` is set but the data set "
+                         f"({type(dataset).__name__}) carries no raw items (`{attribute}`)")
+    return raw
