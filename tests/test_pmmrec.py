@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from recbole_mm.config import MMConfig
+from recbole_mm.data.raw_items import ItemTexts
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.model.encoders import transformer_blocks
+from recbole_mm.model.encoders import build_token_source, transformer_blocks
 from recbole_mm.model.losses import (
     corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks,
 )
@@ -157,12 +158,54 @@ def e2e_paths(tmp_path_factory):
     return str(root), text_dir, image_dir
 
 
-def test_end_to_end_step_trains_only_the_top_blocks(e2e_paths, tiny_config):
+def e2e_config_dict(e2e_paths, tiny_config):
     data_path, text_dir, image_dir = e2e_paths
-    config_dict = tiny_config(**SMALL, data_path=data_path, encoder_mode="end_to_end", text_encoder_path=text_dir,
-                              image_encoder_path=image_dir, n_trainable_blocks=2, text_max_length=8,
-                              item_chunk_size=16)
-    _, train, valid, model = build(config_dict, dataset="tinye2e")
+    return tiny_config(**SMALL, data_path=data_path, encoder_mode="end_to_end", text_encoder_path=text_dir,
+                       image_encoder_path=image_dir, n_trainable_blocks=2, text_max_length=8, item_chunk_size=16)
+
+
+def test_end_to_end_raw_items_come_from_the_data_set(e2e_paths, tiny_config):
+    from PIL import Image
+    from transformers import BertTokenizerFast
+
+    data_path, text_dir, _ = e2e_paths
+    config = MMConfig("PMMRec", "tinye2e", config_dict=e2e_config_dict(e2e_paths, tiny_config))
+    dataset = create_dataset(config)
+    folder = os.path.join(data_path, "tinye2e")
+    with open(os.path.join(folder, "tinye2e.text")) as f:
+        written = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])
+    id2token = list(dataset.field2id_token["item_id"])
+    assert len(id2token) == 41  # padding + the 40 items
+    texts, text_present = dataset.item_texts
+    assert texts[0] == "" and not text_present[0] and text_present[1:].all()
+    assert texts[1:] == [written[token] for token in id2token[1:]]
+    images, image_present = dataset.item_images
+    assert images.shape == (41, 3, 32, 32) and images.dtype == torch.uint8  # the tiny CLIP's image size
+    assert image_present.tolist() == [False] + [int(token[2:]) % 3 != 0 for token in id2token[1:]]
+    i = id2token.index("it00004")
+    with Image.open(os.path.join(folder, "images", "it00004.png")) as img:
+        expected = np.array(img.convert("RGB").resize((32, 32), Image.BICUBIC))
+    assert torch.equal(images[i].permute(1, 2, 0), torch.from_numpy(expected))
+    assert images[~torch.from_numpy(image_present)].sum() == 0
+
+    # the model encodes exactly what the data set holds: change a title there and its tokens follow
+    changed = list(texts)
+    changed[i] = "kit kit lens"
+    dataset.item_texts = ItemTexts(changed, text_present)
+    train_part = dataset.build()[0]  # the split copies carry the raw items
+    assert train_part.item_texts is dataset.item_texts and train_part.item_images is dataset.item_images
+    source = get_model("PMMRec")(config, train_part).item_tower.source
+    tokenizer = BertTokenizerFast.from_pretrained(text_dir)
+    ids = tokenizer(changed, padding="max_length", truncation=True, max_length=8, return_tensors="pt")["input_ids"]
+    assert torch.equal(source.text_ids, ids) and not torch.equal(ids[i], ids[i + 1])
+    assert torch.equal(source.images, images) and torch.equal(source.image_present, torch.from_numpy(image_present))
+    train_part.item_texts = None
+    with pytest.raises(ValueError, match="text_encoder_path.*item_texts"):
+        build_token_source(config, train_part, {}, {})
+
+
+def test_end_to_end_step_trains_only_the_top_blocks(e2e_paths, tiny_config):
+    _, train, valid, model = build(e2e_config_dict(e2e_paths, tiny_config), dataset="tinye2e")
     source = model.item_tower.source
     assert source.text_present[1:].all() and source.image_present.sum() == 26  # items 1..39 with i % 3 != 0
     batch = next(iter(train))
@@ -246,8 +289,8 @@ def test_pmmrec_trains_through_runner(item_tower, tiny_config, tiny_data_path):
 
 
 def test_images_load_from_a_folder_and_from_the_lmdb_store(e2e_paths, tmp_path):
-    from recbole_mm.model.encoders import load_item_images
-    from recbole_mm.preprocess.lmdb_store import build_image_lmdb
+    from recbole_mm.data.raw_items import load_item_images
+    from recbole_mm.data.lmdb_store import build_image_lmdb
 
     folder = os.path.join(e2e_paths[0], "tinye2e", "images")
     tokens = ["[PAD]"] + [f"it{i:05d}" for i in range(40)]

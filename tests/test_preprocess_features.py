@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recbole_mm.data.lmdb_store import ImageStore, build_image_lmdb, lmdb_content_sha256, scan_image_folder
 from recbole_mm.preprocess.chunked import extract_in_chunks
 from recbole_mm.preprocess.image import embed_images, load_vision_encoder
-from recbole_mm.preprocess.lmdb_store import ImageStore, build_image_lmdb, lmdb_content_sha256, scan_image_folder
 
 
 def _img(path, seed, size=(12, 10)):

@@ -13,8 +13,8 @@ import pytest
 
 from preprocess_helpers import make_raw_dataset, make_text_encoder, make_vision_encoder
 from recbole_mm.data.features import read_feature_file
+from recbole_mm.data.lmdb_store import ImageStore
 from recbole_mm.preprocess.hashing import path_sha256
-from recbole_mm.preprocess.lmdb_store import ImageStore
 from recbole_mm.preprocess.pipeline import run_pipeline
 from recbole_mm.preprocess.text import encode_texts
 

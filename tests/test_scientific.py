@@ -9,8 +9,9 @@ import pytest
 from conftest import SHARED_DATASETS
 from recbole_mm.config import MMConfig
 from recbole_mm.data.dataset import MMSequentialDataset
+from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.data.utils import create_dataset
-from recbole_mm.preprocess.benchmark import import_image_npz, read_item2index
+from recbole_mm.preprocess.benchmark import import_image_npz
 
 SCIENTIFIC = os.path.join(SHARED_DATASETS, "Scientific")
 pytestmark = pytest.mark.skipif(

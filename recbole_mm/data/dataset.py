@@ -4,13 +4,14 @@
 (RecBole's ``benchmark_filename``) and keeps only the most recent
 ``MAX_ITEM_LIST_LENGTH`` items of each history (RecBole's own ``seq_len`` option would
 keep the oldest). ``MMSequentialDataset`` adds item features per modality, aligned to
-internal item ids through ``field2id_token``.
+internal item ids through ``field2id_token``, and for end-to-end encoders the raw item texts
+and images.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 from recbole.data.dataset import SequentialDataset
@@ -23,6 +24,7 @@ from recbole_mm.data.features import (
     feature_stem,
     read_feature_file,
 )
+from recbole_mm.data.raw_items import ItemImages, ItemTexts, clip_image_size, load_item_images, load_item_texts
 
 
 class BenchmarkSequentialDataset(SequentialDataset):
@@ -63,11 +65,21 @@ class MMSequentialDataset(BenchmarkSequentialDataset):
     After construction ``self.item_features[modality]`` is an :class:`ItemFeature` whose
     row ``i`` belongs to internal item id ``i``; items without the modality have
     ``mask[i] == False`` and a zero row.
+
+    With ``encoder_mode: end_to_end`` (PMMRec) the raw items are loaded too, row ``i`` again
+    belonging to internal item id ``i``: ``self.item_texts`` (:class:`ItemTexts`) when
+    ``text_encoder_path`` is set, ``self.item_images`` (:class:`ItemImages`, sized for the CLIP
+    vision encoder of ``image_encoder_path``) when that is set; otherwise they are None. Config
+    keys: ``raw_text_file``, ``item_key_map``, ``image_dir`` (properties/model/PMMRec.yaml).
     """
 
     def __init__(self, config):
         super().__init__(config)
         self.item_features: Dict[str, ItemFeature] = self._load_item_features()
+        self.item_texts: Optional[ItemTexts] = None
+        self.item_images: Optional[ItemImages] = None
+        if self.config["encoder_mode"] == "end_to_end":
+            self._load_raw_items()
 
     def _load_item_features(self) -> Dict[str, ItemFeature]:
         modalities = check_modalities(self.config["modalities"] or [])
@@ -101,6 +113,23 @@ class MMSequentialDataset(BenchmarkSequentialDataset):
                 f"{features[modality].coverage:.1%} of items present ({stem}.npy)"
             )
         return features
+
+    def _load_raw_items(self) -> None:
+        """``item_texts`` / ``item_images`` for the end-to-end encoders named in the config."""
+        config, folder = self.config, self.dataset_path  # RecBole has already appended the data set name
+        id2token = self.field2id_token[self.iid_field]
+        key_map = config["item_key_map"]
+        if key_map is None:
+            default_map = os.path.join(folder, f"{self.dataset_name}.item2index")
+            key_map = default_map if os.path.isfile(default_map) else None
+        if config["text_encoder_path"]:
+            text_file = config["raw_text_file"] or os.path.join(folder, f"{self.dataset_name}.text")
+            self.item_texts = load_item_texts(text_file, id2token, key_map)
+        if config["image_encoder_path"]:
+            size = clip_image_size(config["image_encoder_path"])
+            self.item_images = load_item_images(config["image_dir"] or os.path.join(folder, "images"), id2token,
+                                                size, key_map)
+
 
 def feature_tensor(feature: ItemFeature):
     """(matrix, mask) of an :class:`ItemFeature` as torch tensors."""

@@ -10,16 +10,14 @@ with ``states`` (n, T, d_m) and ``mask`` (n, T) bool:
   ``n_trainable_blocks`` blocks are frozen.
 
 :class:`TokenTransformer` is a stack of post-LN (BERT-style) blocks over a set of tokens with
-an explicit (n, T, T) "may attend" mask. Raw inputs: :func:`load_item_texts` (``<D>.text``
-atomic file) and :func:`load_item_images` (a folder of ``<item>.<ext>`` images or the
-lmdb image store of the preprocessing).
+an explicit (n, T, T) "may attend" mask. The raw titles and images come from the data set
+(``item_texts`` / ``item_images`` of :class:`~recbole_mm.data.dataset.MMSequentialDataset`,
+read by :mod:`recbole_mm.data.raw_items`).
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +28,6 @@ Tokens = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 class TokenTransformer(nn.Module):
@@ -120,82 +117,6 @@ def freeze_except_top_blocks(model: nn.Module, n_trainable: int) -> List[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def load_item_texts(text_file: str, id2token: Sequence[str], key_map_file: Optional[str] = None
-                    ) -> Tuple[List[str], np.ndarray]:
-    """Titles per internal item id from a ``<D>.text`` file (``item_id:token``, ``text:token_seq``).
-
-    With ``key_map_file`` (``<D>.item2index``: original key TAB .inter token) the file's keys are
-    mapped to the .inter item tokens first. Returns (texts, present mask); id 0 is padding.
-    """
-    from recbole_mm.preprocess.benchmark import read_item2index, read_text_file
-
-    if not os.path.isfile(text_file):
-        raise FileNotFoundError(f"end-to-end text: {text_file} not found (config key `raw_text_file`)")
-    key_map = read_item2index(key_map_file) if key_map_file else None
-    by_token = {}
-    for key, text in read_text_file(text_file):
-        by_token[key_map.get(key, key) if key_map else key] = text
-    texts, present = [], np.zeros(len(id2token), dtype=bool)
-    for i, token in enumerate(id2token):
-        text = by_token.get(str(token)) if i > 0 else None
-        present[i] = text is not None
-        texts.append(text or "")
-    return texts, present
-
-
-def _decode_image(data, image_size: int) -> torch.Tensor:
-    """An image file (path or bytes) -> uint8 (3, S, S), RGB, bicubic resize."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
-        img = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def load_item_images(image_dir: str, id2token: Sequence[str], image_size: int,
-                     key_map_file: Optional[str] = None) -> Tuple[torch.Tensor, np.ndarray]:
-    """Each item's (first) image resized to ``image_size``; returns (uint8 tensor
-    (n_items, 3, S, S), present mask).
-
-    ``image_dir`` is either a folder of ``<item token or original key>.<ext>`` files or an lmdb
-    store of :mod:`recbole_mm.preprocess.lmdb_store` (a folder holding ``data.mdb``; key
-    ``<item token>_0``).
-    """
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"end-to-end images: folder {image_dir} not found (config key `image_dir`)")
-    images = torch.zeros(len(id2token), 3, image_size, image_size, dtype=torch.uint8)
-    present = np.zeros(len(id2token), dtype=bool)
-    if os.path.isfile(os.path.join(image_dir, "data.mdb")):
-        from recbole_mm.preprocess.lmdb_store import ImageStore
-
-        with ImageStore(image_dir) as store:
-            for i, token in enumerate(id2token):
-                if i == 0:
-                    continue
-                try:
-                    images[i] = _decode_image(store.get(str(token), 0), image_size)
-                except KeyError:
-                    continue
-                present[i] = True
-        return images, present
-    from recbole_mm.preprocess.benchmark import read_item2index
-
-    token_to_key = {v: k for k, v in read_item2index(key_map_file).items()} if key_map_file else {}
-    files = {}
-    for path in glob.glob(os.path.join(image_dir, "*")):
-        stem, ext = os.path.splitext(os.path.basename(path))
-        if ext.lower() in IMAGE_EXTENSIONS:
-            files[stem] = path
-    for i, token in enumerate(id2token):
-        path = files.get(str(token)) or files.get(token_to_key.get(str(token), "")) if i > 0 else None
-        if path is not None:
-            images[i] = _decode_image(path, image_size)
-            present[i] = True
-    return images, present
-
-
 class PretrainedEncoderTokens(nn.Module):
     """End-to-end mode: token states of a text and/or a vision ``transformers`` encoder.
 
@@ -209,6 +130,7 @@ class PretrainedEncoderTokens(nn.Module):
                  images: Optional[torch.Tensor] = None, image_present: Optional[np.ndarray] = None,
                  max_text_length: int = 50, n_trainable_blocks: int = 2):
         super().__init__()
+        # transformers is a heavy dependency that only end-to-end mode needs: imported here, lazily
         from transformers import AutoModel, AutoTokenizer, CLIPVisionModel
 
         self.modalities, self.dims = [], {}
@@ -263,23 +185,21 @@ def build_token_source(config, dataset, features, masks) -> nn.Module:
         return FeatureTokens({m: features[m] for m in keep}, {m: masks[m] for m in keep})
     if mode != "end_to_end":
         raise ValueError(f"config key `encoder_mode` must be feature or end_to_end, got {mode!r}")
-    id2token = dataset.field2id_token[dataset.iid_field]
-    folder = config["data_path"]  # RecBole has already appended the data set name
-    key_map = config["item_key_map"]
-    if key_map is None:
-        default_map = os.path.join(folder, f"{config['dataset']}.item2index")
-        key_map = default_map if os.path.isfile(default_map) else None
     kwargs = {}
     if config["text_encoder_path"]:
-        text_file = config["raw_text_file"] or os.path.join(folder, f"{config['dataset']}.text")
-        texts, present = load_item_texts(text_file, id2token, key_map)
+        texts, present = _raw_items(dataset, "item_texts", "text_encoder_path")
         kwargs.update(text_path=config["text_encoder_path"], texts=texts, text_present=present)
     if config["image_encoder_path"]:
-        from transformers import CLIPVisionConfig
-
-        size = CLIPVisionConfig.from_pretrained(config["image_encoder_path"]).image_size
-        images, present = load_item_images(config["image_dir"] or os.path.join(folder, "images"), id2token,
-                                           size, key_map)
+        images, present = _raw_items(dataset, "item_images", "image_encoder_path")
         kwargs.update(image_path=config["image_encoder_path"], images=images, image_present=present)
-    return PretrainedEncoderTokens(len(id2token), max_text_length=config["text_max_length"],
+    return PretrainedEncoderTokens(dataset.num(dataset.iid_field), max_text_length=config["text_max_length"],
                                    n_trainable_blocks=config["n_trainable_blocks"], **kwargs)
+
+
+def _raw_items(dataset, attribute: str, key: str):
+    """The data set's raw items for an end-to-end encoder (loaded by MMSequentialDataset)."""
+    raw = getattr(dataset, attribute, None)
+    if raw is None:
+        raise ValueError(f"end-to-end mode: config key `{key}` is set but the data set "
+                         f"({type(dataset).__name__}) carries no raw items (`{attribute}`)")
+    return raw

@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Dict, List, Tuple
 
 from recbole_mm.fileio import atomic_output
-from recbole_mm.preprocess.benchmark import read_item2index, read_text_file
+from recbole_mm.data.raw_items import read_item2index, read_text_file
 
 WORD = re.compile(r"[a-z0-9]")
 

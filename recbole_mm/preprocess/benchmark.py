@@ -11,45 +11,20 @@ and optionally ``<D>.clip_image.npz`` (``asin``, ``feat``). Output (``--out``):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from typing import Dict, List, Tuple
 
 import numpy as np
 
 from recbole_mm.data.features import write_feature_file
-
-
-def read_item2index(path: str) -> Dict[str, str]:
-    mapping = {}
-    with open(path, "r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2:
-                raise ValueError(f"{path}, line {line_no}: expected '<key>\\t<index>', got {line!r}")
-            mapping[parts[0]] = parts[1]
-    return mapping
-
-
-def read_text_file(path: str) -> List[Tuple[str, str]]:
-    rows = []
-    with open(path, "r", encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if len(header) < 2 or not header[0].startswith("item_id") or not header[1].startswith("text"):
-            raise ValueError(f"{path}: expected header 'item_id:token<TAB>text:token_seq', got {header}")
-        for line_no, line in enumerate(f, start=2):
-            parts = line.rstrip("\n").split("\t", 1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}, line {line_no}: expected '<item>\\t<text>'")
-            rows.append((parts[0], parts[1].strip()))
-    return rows
+from recbole_mm.data.raw_items import read_item2index
+from recbole_mm.preprocess.text_features import build_text_features as text_step
 
 
 def build_text_features(src: str, out: str, name: str, encoder_path=None, batch_size=64, max_length=128,
                         pooling="mean", device="cpu") -> str:
     """``<out>/<name>.text.npy/.keys`` from ``<src>/<name>.text``: the preprocessing pipeline's
     (resumable) text step, :func:`recbole_mm.preprocess.text_features.build_text_features`."""
-    from recbole_mm.preprocess.text_features import build_text_features as text_step  # imports this module
-
     stem = os.path.join(out, f"{name}.text")
     text_step(os.path.join(src, f"{name}.text"), os.path.join(src, f"{name}.item2index"), stem, encoder_path,
               pooling, batch_size, max_length, device)
@@ -84,8 +59,6 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image_npz", default=None, help="image feature npz in --src (default: <D>.clip_image.npz)")
     args = parser.parse_args(argv)
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     name = args.name or os.path.basename(os.path.normpath(args.src))
     out = args.out or os.path.join("dataset", name)

@@ -8,6 +8,8 @@ import json
 import os
 from typing import Iterable
 
+from recbole_mm.data.lmdb_store import lmdb_content_sha256
+
 _BLOCK = 1 << 20
 
 
@@ -42,8 +44,6 @@ def path_sha256(path: str) -> str:
     """A file's hash, or a folder's (:func:`folder_sha256`); an lmdb folder by its content."""
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "data.mdb")):
-            from recbole_mm.preprocess.lmdb_store import lmdb_content_sha256
-
             return lmdb_content_sha256(path)
         return folder_sha256(path)
     return file_sha256(path)

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from recbole_mm.data.features import write_feature_file
+from recbole_mm.data.lmdb_store import ImageStore, lmdb_content_sha256
 from recbole_mm.preprocess.chunked import clear_work_dir, extract_in_chunks
 from recbole_mm.preprocess.hashing import folder_sha256, settings_sha256
-from recbole_mm.preprocess.lmdb_store import ImageStore, lmdb_content_sha256
 
 POOLINGS = ("auto", "pooler", "cls", "mean")
 

@@ -19,10 +19,19 @@ import time
 from logging import getLogger
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy
+import torch
+
+from recbole_mm.data.lmdb_store import build_image_lmdb, lmdb_content_sha256
+from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.preprocess import amazon, atomic
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, path_sha256, settings_sha256
+from recbole_mm.preprocess.image import build_image_features
+from recbole_mm.preprocess.price import build_price_features
 from recbole_mm.preprocess.settings import STEPS, load_settings, step_settings
+from recbole_mm.preprocess.text import default_text_encoder_path
+from recbole_mm.preprocess.text_features import build_text_features
 
 MANIFEST_VERSION = 1
 
@@ -114,9 +123,6 @@ class Pipeline:
         }
 
     def step_text(self) -> dict:
-        from recbole_mm.preprocess.text import default_text_encoder_path
-        from recbole_mm.preprocess.text_features import build_text_features
-
         s = self.s
         encoder = s["text_encoder"] or default_text_encoder_path()
         inputs = {"text": file_sha256(self.path("text")), "item2index": file_sha256(self.path("item2index")),
@@ -129,9 +135,6 @@ class Pipeline:
             show_progress=s["show_progress"]))
 
     def step_images(self) -> Optional[dict]:
-        from recbole_mm.preprocess.benchmark import read_item2index
-        from recbole_mm.preprocess.lmdb_store import build_image_lmdb
-
         if not self.s["images_dir"]:
             getLogger().info("[images] no `images_dir` set: no image store, no image features")
             return None
@@ -141,9 +144,6 @@ class Pipeline:
             show_progress=self.s["show_progress"]))
 
     def step_image_features(self) -> Optional[dict]:
-        from recbole_mm.preprocess.image import build_image_features
-        from recbole_mm.preprocess.lmdb_store import lmdb_content_sha256
-
         s = self.s
         if not s["image_encoder"] or not os.path.isdir(self.path("images.lmdb")):
             getLogger().info("[image_features] skipped: needs `image_encoder` and the image store (step images)")
@@ -157,8 +157,6 @@ class Pipeline:
             show_progress=s["show_progress"]))
 
     def step_price(self) -> dict:
-        from recbole_mm.preprocess.price import build_price_features
-
         stem = self.path("price")
         return self.run_step("price", {"item": file_sha256(self.path("item"))}, [stem + ".npy", stem + ".keys"],
                              lambda: build_price_features(self.path("item"), stem, self.s["price_log_scale"]))
@@ -231,8 +229,7 @@ class Pipeline:
 
 
 def _versions() -> Dict[str, str]:
-    import numpy
-    import torch
+    # transformers is a heavy dependency that only this record and the encoders need: imported here, lazily
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}

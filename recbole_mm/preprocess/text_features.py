@@ -10,13 +10,14 @@ Rebuild the Scientific text features (docs/preprocess.md)::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from logging import getLogger
 from typing import Callable, Optional
 
 from recbole_mm.data.features import write_feature_file
-from recbole_mm.preprocess.benchmark import read_item2index, read_text_file
+from recbole_mm.data.raw_items import read_item2index, read_text_file
 from recbole_mm.preprocess.chunked import clear_work_dir, extract_in_chunks
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, settings_sha256
 from recbole_mm.preprocess.text import default_text_encoder_path, embed_texts, load_encoder
@@ -87,8 +88,6 @@ def main(argv=None) -> None:
     parser.add_argument("--chunk_size", type=int, default=1024, help="items per resumable chunk")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
     summary = build_text_features(args.text, args.item2index, args.out, args.text_encoder, args.pooling,
