@@ -1,4 +1,4 @@
-"""Argument handling of ``run_recbole_mm.py`` (RecBole's CLI habits)."""
+"""Argument handling of `run_recbole_mm.py` and `python -m recbole_mm` (RecBole's CLI habits)."""
 
 from __future__ import annotations
 

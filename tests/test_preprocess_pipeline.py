@@ -17,6 +17,7 @@ from recbole_mm.data.lmdb_store import ImageStore
 from recbole_mm.preprocess.hashing import path_sha256
 from recbole_mm.preprocess.pipeline import run_pipeline
 from recbole_mm.preprocess.text import encode_texts
+from recbole_mm.resources import plugin_yaml
 
 NAME = "Toy"
 
@@ -222,7 +223,7 @@ def test_interrupted_extraction_resumes(built, raw, tmp_path, step):
 def test_example_yaml_loads_and_lists_every_key():
     from recbole_mm.preprocess.settings import DEFAULTS
 
-    path = os.path.join(os.path.dirname(__file__), "..", "properties", "preprocess", "amazon_scientific.yaml")
+    path = plugin_yaml("preprocess", "amazon_scientific.yaml")
     import yaml
 
     with open(path) as f:
