@@ -19,10 +19,9 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
+from recbole_mm.resources import plugin_yaml, properties_dir
 from recbole_mm.utils import get_model
 
-PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROPERTIES_DIR = os.path.join(PLUGIN_ROOT, "properties")
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(recbole.__file__)), "properties")
 
 # keys that RecBole or the runner set or read without declaring them in a YAML file
@@ -58,10 +57,6 @@ def check_stage_keys(config) -> None:
     adaptation_mode(config)
 
 
-def plugin_yaml(*parts: str) -> str:
-    return os.path.join(PROPERTIES_DIR, *parts)
-
-
 def _yaml_keys(paths: Iterable[str]) -> Set[str]:
     keys: Set[str] = set()
     for path in paths:
@@ -75,7 +70,7 @@ def _yaml_keys(paths: Iterable[str]) -> Set[str]:
 def known_config_keys() -> Set[str]:
     """Every key that some RecBole or plugin YAML file declares, plus runtime keys."""
     files = glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
-    files += glob.glob(os.path.join(PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    files += glob.glob(os.path.join(properties_dir(), "**", "*.yaml"), recursive=True)
     return _yaml_keys(files) | RUNTIME_KEYS
 
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from recbole.model.layers import TransformerEncoder
 
+from recbole_mm.model.layers import ItemFeatureTable
+
 Tokens = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,24 +69,22 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureTokens(nn.Module):
-    """Feature mode: each modality's pooled vector is one token (non-persistent buffers)."""
+    """Feature mode: each modality's pooled vector (from an :class:`ItemFeatureTable`) is one token."""
 
     def __init__(self, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor]):
         super().__init__()
-        self.modalities = list(features)
-        self.dims = {m: int(features[m].shape[1]) for m in self.modalities}
-        for m in self.modalities:
-            self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
-            self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+        self.table = ItemFeatureTable(features, masks)
+        self.modalities = self.table.modalities
+        self.dims = self.table.dims
 
     def present(self, modality: str) -> torch.Tensor:
         """(n_items,) whether each item has ``modality``."""
-        return getattr(self, f"mask_{modality}")
+        return self.table.mask(modality)
 
     def forward(self, item_ids: torch.Tensor) -> Tokens:
         out = {}
         for m in self.modalities:
-            feat, mask = getattr(self, f"feat_{m}")[item_ids], getattr(self, f"mask_{m}")[item_ids]
+            feat, mask = self.table.lookup(m, item_ids)
             out[m] = feat.unsqueeze(1), mask.unsqueeze(1)
         return out
 
