@@ -204,6 +204,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "valid_metric": config["valid_metric"],
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
+        "test_rows": len(pipe.test_data._dataset) if pipe.test_data is not None else None,  # users, for sequential data
         "epochs_trained": len(epoch_seconds),  # all epochs of the run, also those before a resume
         "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,

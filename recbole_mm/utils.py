@@ -14,6 +14,7 @@ import importlib.util
 import pkgutil
 from typing import List
 
+import torch
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -74,6 +75,7 @@ def get_model(model_name: str):
     model_class = _plugin_model_class(model_name)
     if model_class is not None:
         return model_class
+    anomaly = torch.is_anomaly_enabled()
     try:
         return recbole_get_model(model_name)
     except (ValueError, AttributeError, ImportError):
@@ -83,6 +85,11 @@ def get_model(model_name: str):
         raise ValueError(
             f"unknown model {model_name!r}: it is neither a recbole_mm model nor a RecBole model.{hint}"
         ) from None
+    finally:
+        # RecBole 1.2.1's SINE module switches autograd anomaly detection on for the whole process
+        # when its package is imported (by any stock model lookup): slow, and it turns benign NaNs
+        # of masked entries into errors. Keep the state the caller had.
+        torch.autograd.set_detect_anomaly(anomaly)
 
 
 # Trainer classes of the plugin's model families (recbole_mm.trainer), chosen by the declared type

@@ -1,27 +1,9 @@
 """Shared fixtures: a tiny synthetic data set and small model settings."""
 
-import os
-
 import pytest
 
+from helpers import SHARED_DATASETS, TINY_MODEL  # noqa: F401 (re-exported for fixtures)
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
-
-SHARED_DATASETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
-
-TINY_MODEL = {
-    "hidden_size": 32,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 2,
-    "hidden_dropout_prob": 0.1,
-    "attn_dropout_prob": 0.1,
-    "n_experts": 2,
-    "MAX_ITEM_LIST_LENGTH": 20,
-    "train_batch_size": 256,
-    "eval_batch_size": 512,
-    "show_progress": False,
-    "state": "WARNING",
-}
 
 
 @pytest.fixture(scope="session")

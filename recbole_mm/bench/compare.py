@@ -18,7 +18,7 @@ import csv
 import os
 from typing import List, Optional
 
-from recbole_mm.bench.runs import cached_run, parse_overrides
+from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name
 from recbole_mm.fileio import atomic_output, write_json_atomic
 
 METRICS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50")
@@ -30,10 +30,6 @@ PAPER_FIGURES = {
 }
 
 
-def _safe_name(model: str) -> str:
-    return model.replace("+", "p").replace("/", "_").replace(":", "__").replace("=", "-")
-
-
 def compare(models: List[str], dataset: str, overrides: dict, out: str, config_files=None,
             paper: Optional[str] = None) -> List[dict]:
     os.makedirs(out, exist_ok=True)
@@ -41,20 +37,12 @@ def compare(models: List[str], dataset: str, overrides: dict, out: str, config_f
                       {"models": models, "dataset": dataset, "overrides": overrides, "config_files": config_files})
     rows = []
     for entry in models:
-        model, own = parse_model_entry(entry)
-        row = cached_run(out, _safe_name(entry), model, dataset, {**overrides, **own}, config_files)
+        model, own = parse_entry(entry)
+        row = cached_run(out, safe_name(entry), model, dataset, {**overrides, **own}, config_files)
         row["model"] = entry
         rows.append(row)
     write_outputs(rows, out, dataset, paper)
     return rows
-
-
-def parse_model_entry(entry: str):
-    """``"PMMRec:similarity=cosine:learning_rate=0.001"`` -> ("PMMRec", {overrides of this row}).
-
-    A model may appear several times with its own settings; each entry is a row of its own."""
-    model, *pairs = entry.split(":")
-    return model, parse_overrides([f"--{pair}" for pair in pairs])
 
 
 def _row_values(row: dict, paper: Optional[str]) -> dict:
@@ -66,7 +54,7 @@ def _row_values(row: dict, paper: Optional[str]) -> dict:
     values["epochs"] = row.get("epochs_trained")
     values["parameters"] = row.get("parameters")
     if paper:
-        model, _ = parse_model_entry(row["model"])  # a row with settings of its own: its model's figure
+        model, _ = parse_entry(row["model"])  # a row with settings of its own: its model's figure
         values["paper_recall@10"] = PAPER_FIGURES[paper].get(model)
     values["error"] = row.get("error", "")
     return values

@@ -44,6 +44,18 @@ def parse_overrides(extra: List[str]) -> Dict[str, object]:
     return pairs
 
 
+def parse_entry(entry: str):
+    """``"PMMRec:similarity=cosine:learning_rate=0.001"`` -> ("PMMRec", {its own overrides}): a
+    model (or an adaptation mode) with settings of its own, one row of a table."""
+    name, *pairs = entry.split(":")
+    return name, parse_overrides([f"--{pair}" for pair in pairs])
+
+
+def safe_name(entry: str) -> str:
+    """A file-name-safe key for a table entry."""
+    return entry.replace("+", "p").replace("/", "_").replace(":", "__").replace("=", "-")
+
+
 def _child(function: Callable, args: tuple, queue) -> None:
     try:
         queue.put(("ok", function(*args)))

@@ -137,7 +137,7 @@ def test_benchmark_text_step_is_the_pipelines(tmp_path):
     """preprocess.benchmark's text features come from the pipeline's resumable text step."""
     import numpy as np
 
-    from preprocess_helpers import make_text_encoder
+    from helpers.preprocess import make_text_encoder
     from recbole_mm.data.features import read_feature_file
     from recbole_mm.preprocess.benchmark import build_text_features
 

@@ -17,7 +17,7 @@ from recbole_mm.model.losses import (
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
-from model_helpers import losses_on_one_batch
+from helpers.model import losses_on_one_batch
 
 SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from preprocess_helpers import make_raw_dataset, make_text_encoder, make_vision_encoder
+from helpers.preprocess import make_raw_dataset, make_text_encoder, make_vision_encoder
 from recbole_mm.data.features import read_feature_file
 from recbole_mm.data.lmdb_store import ImageStore
 from recbole_mm.preprocess.hashing import path_sha256
@@ -246,7 +246,7 @@ def test_rebuild_from_manifest_gives_the_same_hashes(built, tmp_path, capsys):
 
 
 def test_one_epoch_of_ant_on_the_output(built, tmp_path):
-    from conftest import TINY_MODEL
+    from helpers import TINY_MODEL
     from recbole_mm.runner import run_single
 
     folder, _ = built
@@ -277,7 +277,7 @@ def test_command_line_with_a_yaml(raw, tmp_path, capsys):
 
 def test_item_file_serves_fdsa(built, tmp_path):
     """<D>.item holds brand and category words in the layout of preprocess.attributes (FDSA/S3Rec)."""
-    from conftest import TINY_MODEL
+    from helpers import TINY_MODEL
     from recbole_mm.runner import run_single
 
     folder, _ = built

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATASETS
+from helpers import SHARED_DATASETS
 from recbole_mm.data.aliexpress import (
     ATOMIC_HEADER,
     AliExpressFormatError,

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATASETS
+from helpers import SHARED_DATASETS
 from recbole_mm.config import MMConfig
 from recbole_mm.data.dataset import MMSequentialDataset
 from recbole_mm.data.raw_items import read_item2index

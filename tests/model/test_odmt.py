@@ -10,7 +10,7 @@ from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.losses import distillation_kl, ramp_weight
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
-from model_helpers import losses_on_one_batch
+from helpers.model import losses_on_one_batch
 
 SMALL = {"imt_n_heads": 2, "imt_inner_size": 32, "learning_rate": 0.001}
 

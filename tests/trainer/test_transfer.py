@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 from recbole_mm.config import MMConfig
 from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoader, domain_names
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, TRANSFER_DOMAINS, SyntheticSpec, _successor_map, write_dataset
@@ -235,9 +235,24 @@ def test_transfer_table_command_writes_table_and_resumes(domains_path, tmp_path,
     assert len((out / "table.csv").read_text().splitlines()) == 4
     settings = yaml.safe_load((out / "config.yaml").read_text())
     assert settings["sources"] == ["src_x", "src_y"] and settings["overrides"]["hidden_size"] == 16
+    assert (out / "table.png").stat().st_size > 0 and "(SE 0." in table  # one seed: Recall@10's standard error
     capsys.readouterr()
     transfer.main(args)  # nothing runs twice
     assert capsys.readouterr().out.count("done before, skipped") == 4
+
+    # an existing checkpoint (no pre-training run), a mode with its own settings, two seeds
+    checkpoint = yaml.safe_load((out / "UniSRec-pretrain.json").read_text())["checkpoint"]
+    out2 = tmp_path / "seeds"
+    rows = transfer.main([a for a in args if not a.startswith("--out=")] + [
+        f"--out={out2}", f"--checkpoints=UniSRec:{checkpoint}", "--seeds=1,2",
+        "--modes=ground_built,fine_tune:fine_tune_freeze_encoder=False"])
+    assert [(r["mode"], r["seed"]) for r in rows] == [("ground_built", 1), ("ground_built", 2),
+                                                      ("fine_tune:fine_tune_freeze_encoder=False", 1),
+                                                      ("fine_tune:fine_tune_freeze_encoder=False", 2)]
+    assert not (out2 / "UniSRec-pretrain.json").exists()
+    assert rows[0]["recall@10"] != rows[1]["recall@10"] or rows[0]["ndcg@10"] != rows[1]["ndcg@10"]  # seeds differ
+    table = (out2 / "table.md").read_text()
+    assert "fine-tune (fine_tune_freeze_encoder=False)" in table and "2 seeds" in table and "±" in table
 
 
 def test_command_line_pretrain_then_re_learning(domains_path, tmp_path, monkeypatch, capsys):

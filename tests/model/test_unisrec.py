@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.sequential_recommender.unisrec import drop_items
