@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import SHARED_DATASETS, TINY_MODEL  # noqa: F401 (re-exported for fixtures)
+from helpers import TINY_MODEL
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 
 

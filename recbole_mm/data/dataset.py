@@ -22,6 +22,7 @@ from recbole_mm.data.features import (
     align_features,
     check_modalities,
     feature_stem,
+    log_popularity,
     read_feature_file,
 )
 from recbole_mm.data.raw_items import ItemImages, ItemTexts, clip_image_size, load_item_images, load_item_texts
@@ -43,6 +44,11 @@ class BenchmarkSequentialDataset(SequentialDataset):
             if os.path.isfile(os.path.join(feature_dir, f"{token}.{source.value}")):
                 dataset_path = feature_dir
         return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
+
+    def item_log_popularity(self) -> np.ndarray:
+        """log p(item) over this split's target items, (n_items,), add-one smoothed; 0 for padding
+        (the popularity prior of in-batch losses; call it on the training split)."""
+        return log_popularity(self.inter_feat[self.iid_field].numpy(), self.item_num)
 
     def _benchmark_presets(self):
         max_len = self.config["MAX_ITEM_LIST_LENGTH"]

@@ -187,3 +187,13 @@ def check_modalities(modalities: Iterable[str], key: str = "modalities") -> List
     if len(set(modalities)) != len(modalities):
         raise ValueError(f"config key `{key}`: modality listed twice in {modalities}")
     return modalities
+
+
+def log_popularity(items: np.ndarray, n_items: int) -> np.ndarray:
+    """log p(item) from the target items of training rows, add-one smoothed so that every item
+    has a finite value; entry 0 (padding) is 0."""
+    counts = np.bincount(items, minlength=n_items)[:n_items].astype(np.float64) + 1.0
+    counts[0] = 0.0
+    log_prob = np.zeros(n_items)
+    log_prob[1:] = np.log(counts[1:] / counts[1:].sum())
+    return log_prob

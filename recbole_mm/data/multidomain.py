@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from recbole_mm.data.batching import SequenceTrainDataLoader, build_user_sequences
-from recbole_mm.data.features import ItemFeature
+from recbole_mm.data.features import ItemFeature, log_popularity
 
 
 def domain_names(dataset: Union[str, Sequence[str]]) -> List[str]:
@@ -71,6 +71,13 @@ class MultiDomainDataset:
                                              source="+".join(f.source for f in
                                                              (d.item_features[modality] for d in self.datasets)))
         return features
+
+    def item_log_popularity(self) -> np.ndarray:
+        """log p(item) over every domain's training targets, global item ids (see
+        :meth:`recbole_mm.data.dataset.BenchmarkSequentialDataset.item_log_popularity`)."""
+        items = np.concatenate([self.global_ids(d, split.inter_feat[split.iid_field].numpy())
+                                for d, split in enumerate(self.train_splits)])
+        return log_popularity(items, self.n_items)
 
     def num(self, field: str) -> int:
         if field == self.iid_field:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Iterator, List, Tuple
 
-import numpy as np
 import pandas as pd
 import torch
 from recbole.data.dataset import Dataset as RecBoleDataset

@@ -3,7 +3,6 @@
 The targets of a training batch come from
 :meth:`recbole_mm.model.abstract_recommender.MMSequentialRecommender.training_targets`.
 
-- :func:`popularity_log_prior`: log training popularity of every item;
 - :func:`in_batch_logits` / :func:`in_batch_ce`: next-item softmax over the distinct target
   items of the batch, minus log popularity, the user's other history items masked;
 - :func:`distillation_kl`: temperature-scaled KL divergence (soft cross-entropy minus the
@@ -17,30 +16,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-
-def popularity_log_prior(dataset, n_items: int) -> torch.Tensor:
-    """log p(item) from the training interactions (targets of the training rows), add-one
-    smoothed so that every item has a finite value; entry 0 (padding) is 0.
-
-    ``dataset`` is a RecBole data set, or a multi-domain pre-training data set (its domains'
-    training splits, item ids made global)."""
-    if hasattr(dataset, "inter_feat"):
-        items = dataset.inter_feat[dataset.iid_field].numpy()
-    elif hasattr(dataset, "train_splits") and hasattr(dataset, "global_ids"):
-        items = np.concatenate([dataset.global_ids(d, split.inter_feat[split.iid_field].numpy())
-                                for d, split in enumerate(dataset.train_splits)])
-    else:
-        raise TypeError(f"cannot count item popularity in a {type(dataset).__name__}")
-    counts = np.bincount(items, minlength=n_items)[:n_items].astype(np.float64) + 1.0
-    counts[0] = 0.0
-    log_prob = np.zeros(n_items)
-    log_prob[1:] = np.log(counts[1:] / counts[1:].sum())
-    return torch.tensor(log_prob, dtype=torch.float32)
 
 
 class InBatch(NamedTuple):

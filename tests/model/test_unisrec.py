@@ -2,7 +2,6 @@
 
 import torch
 
-from helpers import TINY_MODEL
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.sequential_recommender.unisrec import drop_items

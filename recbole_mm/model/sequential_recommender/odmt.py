@@ -10,7 +10,7 @@ import torch.nn as nn
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import FeatureTokens, TokenTransformer
 from recbole_mm.model.losses import (
-    distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, popularity_log_prior, ramp_weight,
+    distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, ramp_weight,
 )
 from recbole_mm.model.layers import CausalTransformer
 
@@ -71,7 +71,7 @@ class ODMT(MMSequentialRecommender):
         self.kd_temperature, self.kd_alpha = config["kd_temperature"], config["kd_alpha"]
         self.kd_weight, self.kd_detach_teacher = config["kd_weight"], bool(config["kd_detach_teacher"])
         self.item_chunk_size = config["item_chunk_size"]
-        prior = popularity_log_prior(dataset, self.n_items)
+        prior = torch.tensor(dataset.item_log_popularity(), dtype=torch.float32)  # the training split's
         self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
         # training epochs started (model.train() calls); saved with the model: a resumed run continues the ramp
         self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))

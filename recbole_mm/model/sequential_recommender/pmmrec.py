@@ -13,7 +13,7 @@ from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import TokenTransformer, build_token_source, key_mask, masked_mean
 from recbole_mm.model.losses import (
     corrupt_sequence, in_batch_ce, in_batch_layout, in_batch_logits, multi_positive_info_nce, nicl_masks,
-    popularity_log_prior, symmetric_info_nce,
+    symmetric_info_nce,
 )
 from recbole_mm.model.layers import CausalTransformer, masked_positions
 from recbole_mm.model.transferable import Transferable
@@ -62,7 +62,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
         has_image = (self.item_tower.source.present("image") if "image" in available
                      else torch.zeros(self.n_items, dtype=torch.bool))
         self.register_buffer("has_image", has_image.clone(), persistent=False)
-        prior = popularity_log_prior(dataset, self.n_items)
+        prior = torch.tensor(dataset.item_log_popularity(), dtype=torch.float32)  # the training split's
         self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
         self.nicl_weight, self.nicl_temperature = config["nicl_weight"], config["nicl_temperature"]
         self.nid_weight, self.nid_noise_ratio = config["nid_weight"], config["nid_noise_ratio"]
