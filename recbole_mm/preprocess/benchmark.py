@@ -19,6 +19,7 @@ import numpy as np
 from recbole_mm.data.features import write_feature_file
 from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.preprocess.text_features import build_text_features as text_step
+from recbole_mm.preprocess.text import add_text_encoder_arguments
 
 
 def build_text_features(src: str, out: str, name: str, encoder_path=None, batch_size=64, max_length=128,
@@ -52,11 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("--src", required=True, help="folder with <D>.text, <D>.item2index[, <D>.clip_image.npz]")
     parser.add_argument("--out", default=None, help="output folder (default: dataset/<D>)")
     parser.add_argument("--name", default=None, help="data set name (default: the --src folder name)")
-    parser.add_argument("--text_encoder", default=None, help="local transformers model (default: offline MiniLM)")
-    parser.add_argument("--pooling", default="mean", choices=["mean", "cls"])
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
+    add_text_encoder_arguments(parser)
     parser.add_argument("--image_npz", default=None, help="image feature npz in --src (default: <D>.clip_image.npz)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -85,3 +85,12 @@ def embed_texts(
         out.append(emb.float().cpu().numpy())
     dim = model.config.hidden_size
     return np.concatenate(out, axis=0) if out else np.zeros((0, dim), dtype=np.float32)
+
+
+def add_text_encoder_arguments(parser) -> None:
+    """The text-encoder options every text-feature command line shares."""
+    parser.add_argument("--text_encoder", default=None, help="local transformers model (default: offline MiniLM)")
+    parser.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--device", default="cpu")

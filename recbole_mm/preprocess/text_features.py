@@ -20,7 +20,7 @@ from recbole_mm.data.features import write_feature_file
 from recbole_mm.data.raw_items import read_item2index, read_text_file
 from recbole_mm.preprocess.chunked import clear_work_dir, extract_in_chunks
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, settings_sha256
-from recbole_mm.preprocess.text import default_text_encoder_path, embed_texts, load_encoder
+from recbole_mm.preprocess.text import add_text_encoder_arguments, default_text_encoder_path, embed_texts, load_encoder
 
 
 def round_chunk_size(chunk_size: int, batch_size: int) -> int:
@@ -81,12 +81,8 @@ def main(argv=None) -> None:
     parser.add_argument("--text", required=True, help="<D>.text: header item_id:token<TAB>text:token_seq")
     parser.add_argument("--item2index", required=True, help="<D>.item2index: key<TAB>index")
     parser.add_argument("--out", required=True, help="output stem: writes <out>.npy and <out>.keys")
-    parser.add_argument("--text_encoder", default=None, help="local transformers model (default: offline MiniLM)")
-    parser.add_argument("--pooling", default="mean", choices=["mean", "cls"])
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--max_length", type=int, default=128)
+    add_text_encoder_arguments(parser)
     parser.add_argument("--chunk_size", type=int, default=1024, help="items per resumable chunk")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
