@@ -36,6 +36,8 @@ RUNTIME_KEYS = {
 
 STAGES = ("train", "pretrain")
 ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
+# `auto`: choose among ADAPTATION_MODES by validation score (runner, docs/transfer.md)
+ADAPTATION_CHOICES = ADAPTATION_MODES + ("auto",)
 
 
 def check_choice(key: str, value, allowed: Sequence[str]) -> None:
@@ -47,7 +49,7 @@ def check_choice(key: str, value, allowed: Sequence[str]) -> None:
 def adaptation_mode(config) -> str:
     """Config key ``adaptation`` (unset = ``ground_built``), checked."""
     mode = config["adaptation"] or "ground_built"
-    check_choice("adaptation", mode, ADAPTATION_MODES)
+    check_choice("adaptation", mode, ADAPTATION_CHOICES)
     return mode
 
 

@@ -23,9 +23,11 @@ from recbole_mm.checkpoint import (
     load_resume_state,
     resume_settings,
     resume_state_file,
+    rng_states,
+    set_rng_states,
     trusted_torch_load,
 )
-from recbole_mm.config import MMConfig
+from recbole_mm.config import ADAPTATION_MODES, MMConfig, adaptation_mode, check_choice
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
 from recbole_mm.fileio import write_json_atomic
@@ -111,6 +113,7 @@ class Pipeline:
     model: torch.nn.Module
     trainer: object
     adaptation: dict
+    trained: bool = False  # training already ended (adaptation auto: early stopping ended the winner's probe)
 
 
 def build_config(model: Optional[str] = None, dataset: Optional[str] = None,
@@ -130,6 +133,14 @@ def build_pipeline(config: MMConfig, logger: Optional[logging.Logger] = None) ->
     logger.info(dataset)
     train_data, valid_data, test_data = prepare_data(config, dataset)
 
+    if adaptation_mode(config) == "auto":  # several models: run_single's successive halving builds them
+        return Pipeline(config, dataset, train_data, valid_data, test_data, None, None, {"mode": "auto"})
+    model, trainer, adaptation = build_model_and_trainer(config, train_data, logger)
+    return Pipeline(config, dataset, train_data, valid_data, test_data, model, trainer, adaptation)
+
+
+def build_model_and_trainer(config: MMConfig, train_data, logger: logging.Logger):
+    """The model (seeded, adapted as config key ``adaptation`` says) and its trainer."""
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = get_model(config["model"])
     if config["stage"] == "pretrain":
@@ -143,7 +154,7 @@ def build_pipeline(config: MMConfig, logger: Optional[logging.Logger] = None) ->
     logger.info(model)
     adaptation = apply_adaptation(model, config, logger) if config["stage"] != "pretrain" else {}
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config["stage"])(config, model)
-    return Pipeline(config, dataset, train_data, valid_data, test_data, model, trainer, adaptation)
+    return model, trainer, adaptation
 
 
 def run_single(
@@ -170,7 +181,83 @@ def run_single(
         settings = resume_settings(config, domain_names(config["dataset"]))
         resume = load_resume_state(config["resume_from"], settings) if config["resume_from"] else None
         return _write_result(_pretrain(build_pipeline(config, logger), settings, resume, log_file), config, log_file)
-    return _write_result(_train_and_evaluate(build_pipeline(config, logger), saved, log_file), config, log_file)
+    pipe = build_pipeline(config, logger)
+    if pipe.adaptation["mode"] == "auto":
+        pipe = _choose_adaptation(pipe, saved, logger)
+    return _write_result(_train_and_evaluate(pipe, saved, log_file), config, log_file)
+
+
+def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> Pipeline:
+    """``adaptation: auto``: successive halving over ``auto_candidates`` on the validation metric.
+
+    Every candidate mode gets its own model (built and adapted exactly as a run of that mode
+    would be) and trains ``auto_probe_epochs`` epochs; the better half (rounded up) trains as
+    many more, until one is left. The winner's trainer, RNG state and batch order are those of
+    its own probe, so it continues exactly as an uninterrupted run of that mode; the returned
+    pipeline trains it to the end (early stopping as usual). Cost: the winner's run plus
+    ``auto_probe_epochs`` x (candidates - 1 + candidates after the first round - 1 + ...) epochs.
+    """
+    config = pipe.config
+    if not config["pretrained_checkpoint"]:
+        raise ValueError("adaptation auto needs config key `pretrained_checkpoint` (the modes it chooses among "
+                         "start from it)")
+    if config["resume_from"]:
+        raise ValueError("adaptation auto does not resume: its log names the winning mode; resume that run with "
+                         "--adaptation=<winner> --resume_from=<its -last.pth state>")
+    candidates = list(config["auto_candidates"] or ADAPTATION_MODES)
+    for mode in candidates:
+        check_choice("auto_candidates", mode, ADAPTATION_MODES)
+    probe_epochs = int(config["auto_probe_epochs"])
+    if probe_epochs < 1:
+        raise ValueError(f"config key `auto_probe_epochs` must be at least 1, got {probe_epochs}")
+    bigger = config["valid_metric_bigger"]
+    runs = {}
+    for mode in candidates:
+        config["adaptation"] = mode
+        model, trainer, summary = build_model_and_trainer(config, pipe.train_data, logger)
+        stem, ext = os.path.splitext(trainer.saved_model_file)
+        trainer.saved_model_file = f"{stem}-{mode}{ext}"  # the candidates' best models side by side
+        runs[mode] = {"model": model, "trainer": trainer, "summary": summary, "rng": rng_states(), "epochs": 0,
+                      "score": None, "stopped": False}
+    alive, history = list(candidates), []
+    while True:
+        target_epochs = runs[alive[0]]["epochs"] + probe_epochs
+        for mode in alive:
+            run = runs[mode]
+            if run["stopped"]:
+                continue
+            trainer = run["trainer"]
+            set_rng_states(run["rng"])
+            pipe.train_data.begin_epoch(run["epochs"])
+            trainer.start_epoch, trainer.epochs = run["epochs"], target_epochs
+            trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"])
+            run["rng"] = rng_states()
+            run["epochs"] = len(trainer.train_epoch_seconds)
+            run["stopped"] = run["epochs"] < target_epochs  # early stopping ended it
+            run["score"] = float(trainer.best_valid_score)
+        ranked = sorted(alive, key=lambda m: runs[m]["score"], reverse=bool(bigger))
+        history.append({m: {"epochs": runs[m]["epochs"], "valid_score": runs[m]["score"]} for m in alive})
+        logger.info(set_color("adaptation auto", "yellow") + f": after {target_epochs} epochs, best "
+                    f"{config['valid_metric']} " + ", ".join(f"{m} {runs[m]['score']:.4f}" for m in ranked))
+        alive = ranked[: (len(ranked) + 1) // 2]
+        if len(alive) == 1:
+            break
+    winner = runs[alive[0]]
+    logger.info(set_color("adaptation auto", "yellow") + f": {alive[0]} wins (best {config['valid_metric']} "
+                f"{winner['score']:.4f} after {winner['epochs']} epochs); it trains on")
+    config["adaptation"] = alive[0]
+    trainer = winner["trainer"]
+    set_rng_states(winner["rng"])
+    pipe.train_data.begin_epoch(winner["epochs"])
+    trainer.start_epoch, trainer.epochs = winner["epochs"], config["epochs"]
+    probe_seconds = sum(sum(r["trainer"].train_epoch_seconds) + sum(getattr(r["trainer"], "eval_seconds", []))
+                        for m, r in runs.items() if m != alive[0])
+    adaptation = {**winner["summary"], "mode": alive[0], "auto": {
+        "candidates": candidates, "probe_epochs": probe_epochs, "valid_metric": config["valid_metric"],
+        "rounds": history, "winner": alive[0],
+        "other_candidates_seconds": probe_seconds}}
+    return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, winner["model"],
+                    trainer, adaptation, trained=winner["stopped"])
 
 
 def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
@@ -186,9 +273,12 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
             trainer.resume_checkpoint(config["resume_from"])
         callback = trainer.save_resume_state
         logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
-    best_valid_score, best_valid_result = trainer.fit(
-        pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
-    )
+    if pipe.trained:
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
+        )
     if config["train_stage"] == "pretrain" and hasattr(trainer, "pretrain"):
         # a stock RecBole pre-training stage (S3Rec): nothing to evaluate yet
         return _stock_pretrain_result(trainer, config, log_file, logger)

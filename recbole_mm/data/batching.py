@@ -165,6 +165,13 @@ class SequenceTrainDataLoader:
     def dataset(self):
         return self._dataset
 
+    def begin_epoch(self, epoch: int) -> None:
+        """The next pass yields epoch ``epoch``'s batches: their order depends only on (``seed``,
+        ``epoch``), so a resumed run (or a continued adaptation probe) sees the batches of an
+        uninterrupted one."""
+        self.sampler.set_epoch(epoch)
+        self._iterations = epoch
+
     def update_config(self, config) -> None:
         self.config = config
 

@@ -121,9 +121,3 @@ class MultiDomainTrainLoader(SequenceTrainDataLoader):
         self.domain = torch.from_numpy(np.concatenate(domains))
         self.targets_per_row = (self.targets.numpy() > 0).sum(axis=1)
         self.n_batches = len(self._make_batches(0))
-
-    def begin_epoch(self, epoch: int) -> None:
-        """The next pass yields epoch ``epoch``'s batches: their order depends only on (``seed``,
-        ``epoch``), so a resumed pre-training run sees the batches of an uninterrupted one."""
-        self.sampler.set_epoch(epoch)
-        self._iterations = epoch

@@ -60,6 +60,9 @@ def apply_adaptation(model: torch.nn.Module, config, logger=None) -> dict:
     :meth:`Transferable.adapt_from_pretrained`.
     """
     mode = adaptation_mode(config)
+    if mode == "auto":
+        raise ValueError("adaptation auto chooses among the other modes: the runner resolves it "
+                         "(recbole_mm.runner), a model is adapted with one concrete mode")
     if mode == "ground_built":
         if config["pretrained_checkpoint"] and logger is not None:
             logger.warning("adaptation: ground_built trains from scratch; pretrained_checkpoint is ignored")

@@ -418,3 +418,23 @@ def test_fine_tune_with_frozen_encoder_moves_only_item_side_parameters(pretraine
     moved = {n for n in params if not torch.equal(params[n], before[n])}
     assert any(n.startswith("item_encoder.adaptors.") for n in moved)
     assert moved <= set(params) - encoder
+
+
+def test_auto_adaptation_picks_the_best_validation_mode_and_equals_its_own_run(pretrained, domains_path, tmp_path):
+    """adaptation auto: successive halving on the validation metric; the winner continues exactly
+    as an uninterrupted run of its mode (same seed: same test figures)."""
+    common = dict(pretrained_checkpoint=pretrained["checkpoint"], epochs=4, auto_probe_epochs=1, stopping_step=10)
+    auto = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "auto", adaptation="auto", **common))
+    info = auto["adaptation"]["auto"]
+    winner = info["winner"]
+    first_round, last_round = info["rounds"][0], info["rounds"][-1]
+    assert set(first_round) == {"ground_built", "fine_tune", "re_learning"} and len(last_round) == 2
+    assert all(r["epochs"] == 1 for r in first_round.values()) and all(r["epochs"] == 2 for r in last_round.values())
+    best = max(last_round, key=lambda m: last_round[m]["valid_score"])
+    assert winner == best == auto["adaptation"]["mode"]
+    assert min(first_round, key=lambda m: first_round[m]["valid_score"]) not in last_round  # the worst is dropped
+    alone = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "alone", adaptation=winner, **common))
+    assert auto["test_result"] == alone["test_result"] and auto["epochs_trained"] == alone["epochs_trained"] == 4
+    with pytest.raises(ValueError, match="auto_candidates"):
+        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "bad", adaptation="auto",
+                                                    auto_candidates=["ground_built", "finetune"], **common))
