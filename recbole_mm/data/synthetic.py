@@ -55,6 +55,9 @@ class SyntheticSpec:
     domain_shift: float = 0.0
     world_seed: int = 7  # shared by domains: the category vectors and the base projections
     successor_seed: int = -1  # -1: the world's successor map; another value: a conflicting one
+    feature_category_seed: int = -1  # -1: features show an item's own category; another value: the
+    #   features of category c are drawn from another category's vector (a fixed derangement):
+    #   the same feature vectors mean other categories than in the other domains (misleading)
     item_prefix: str = "it"
 
 
@@ -92,7 +95,11 @@ def generate(spec: SyntheticSpec) -> Dict[str, object]:
     log_pop = np.log(popularity + 1e-12)
     log_pop = (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
 
-    latent = cat_vectors[category] + spec.feature_noise * rng.normal(size=(spec.n_items, spec.latent_dim))
+    shown = category
+    if spec.feature_category_seed >= 0:  # misleading features: category c looks like category mislead[c]
+        mislead = _successor_map(spec.n_categories, spec.feature_category_seed)
+        shown = mislead[category]
+    latent = cat_vectors[shown] + spec.feature_noise * rng.normal(size=(spec.n_items, spec.latent_dim))
     latent = np.concatenate([latent, log_pop[:, None]], axis=1)
     if spec.domain_shift:
         shift_rng = np.random.default_rng(spec.seed + 1)
@@ -192,7 +199,9 @@ def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) 
 # Transfer domains (docs/transfer.md): one shared world (category vectors, projections, price
 # levels), 48 categories, each domain with its own items (seed, item prefix), feature shift and
 # users. Two sources share the target's transition pattern; mm_src_conflict walks another
-# successor map (its transitions contradict the target's: a negative-transfer source). The
+# successor map (its transitions contradict the target's: a negative-transfer source);
+# mm_src_mislead follows the target's transitions but its item features mislead (category c's
+# items look like another category's in every other domain). The
 # target is data-poor: many users with short histories (1-3 training targets each).
 TRANSFER_DOMAINS = {
     "mm_src_a": SyntheticSpec(name="mm_src_a", seed=101, n_users=2000, n_items=700, n_categories=48,
@@ -202,6 +211,8 @@ TRANSFER_DOMAINS = {
     "mm_src_conflict": SyntheticSpec(name="mm_src_conflict", seed=303, n_users=4000, n_items=700, n_categories=48,
                                      domain_shift=0.3, successor_seed=99, p_stay=0.1, p_next=0.85,
                                      item_prefix="sc"),
+    "mm_src_mislead": SyntheticSpec(name="mm_src_mislead", seed=505, n_users=4000, n_items=700, n_categories=48,
+                                    domain_shift=0.3, feature_category_seed=77, item_prefix="sm"),
     "mm_target": SyntheticSpec(name="mm_target", seed=404, n_users=600, n_items=500, n_categories=48,
                                min_length=4, max_length=6, domain_shift=0.5, item_prefix="tg"),
 }

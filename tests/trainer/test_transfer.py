@@ -438,3 +438,25 @@ def test_auto_adaptation_picks_the_best_validation_mode_and_equals_its_own_run(p
     with pytest.raises(ValueError, match="auto_candidates"):
         run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "bad", adaptation="auto",
                                                     auto_candidates=["ground_built", "finetune"], **common))
+
+
+def test_misleading_source_shows_other_categories_with_the_same_transitions():
+    """mm_src_mislead's kind of domain: items of category c carry the features that category
+    mislead[c] has everywhere else; the transitions are the target's."""
+    from recbole_mm.data.synthetic import generate
+
+    honest = SyntheticSpec(name="h", seed=9, n_users=50, n_items=600, n_categories=8)
+    misleading = SyntheticSpec(name="m", seed=9, n_users=50, n_items=600, n_categories=8, feature_category_seed=77)
+    a, b = generate(honest), generate(misleading)
+    assert np.array_equal(a["category"], b["category"])
+    mislead = _successor_map(8, 77)
+
+    def means(data):
+        return np.stack([data["text"][data["category"] == c].mean(0) for c in range(8)])
+
+    honest_means, misleading_means = means(a), means(b)
+    for c in range(8):
+        distances = np.linalg.norm(honest_means - misleading_means[c], axis=1)
+        assert distances.argmin() == mislead[c] != c
+    spec = TRANSFER_DOMAINS["mm_src_mislead"]
+    assert spec.feature_category_seed >= 0 and spec.successor_seed == TRANSFER_DOMAINS["mm_target"].successor_seed
