@@ -33,10 +33,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
 from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name  # noqa: E402
-from recbole_mm.config import ADAPTATION_MODES  # noqa: E402
+from recbole_mm.config import ADAPTATION_CHOICES, ADAPTATION_MODES  # noqa: E402
 from recbole_mm.fileio import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
 
-MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning"}
+MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning", "auto": "auto"}
 METRICS = ("recall@10", "ndcg@10")
 
 
@@ -78,8 +78,19 @@ def transfer_table(models: List[str], target: str, sources: List[str], overrides
                 rows.append({"model": model, "mode": entry, "seed": seed, **{m: test.get(m) for m in METRICS},
                              "recall@10_se": recall_standard_error(test.get("recall@10"), result.get("test_rows")),
                              "epochs": result.get("epochs_trained"),
+                             "seconds": _run_seconds(result),
+                             "chosen_mode": (result.get("adaptation") or {}).get("mode") if mode == "auto" else None,
                              "trainable_parameters": result.get("parameters"), "error": result.get("error", "")})
     return rows
+
+
+def _run_seconds(result: dict) -> Optional[float]:
+    """Training + evaluation seconds of a run (with adaptation auto: the other candidates' too)."""
+    if "error" in result:
+        return None
+    auto = (result.get("adaptation") or {}).get("auto") or {}
+    return (sum(result.get("train_epoch_seconds") or []) + sum(result.get("eval_seconds") or [])
+            + auto.get("other_candidates_seconds", 0.0))
 
 
 def summarise(rows: List[Dict]) -> Dict[tuple, Dict]:
@@ -91,11 +102,12 @@ def summarise(rows: List[Dict]) -> Dict[tuple, Dict]:
     for key, group in groups.items():
         done = [r for r in group if not r["error"] and r["recall@10"] is not None]
         entry = {"n": len(done), "error": next((r["error"] for r in group if r["error"]), "")}
-        for metric in METRICS + ("epochs",):
+        for metric in METRICS + ("epochs", "seconds"):
             values = [float(r[metric]) for r in done if r[metric] is not None]
             entry[metric] = statistics.mean(values) if values else None
             entry[metric + "_std"] = statistics.stdev(values) if len(values) > 1 else None
         entry["recall@10_se"] = done[0]["recall@10_se"] if len(done) == 1 else None
+        entry["chosen"] = sorted({r["chosen_mode"] for r in done if r.get("chosen_mode")})
         summary[key] = entry
     return summary
 
@@ -116,10 +128,12 @@ def write_table(rows: List[Dict], out: str, target: str, sources: List[str]) -> 
         if s is None or s["n"] == 0:
             return f"failed: {s['error']}" if s and s["error"] else "–"
         if s["n"] > 1:
+            chosen = f", chose {'/'.join(MODE_TITLES.get(m, m) for m in s['chosen'])}" if s["chosen"] else ""
             return (f"{s['recall@10']:.4f} ± {s['recall@10_std']:.4f} / {s['ndcg@10']:.4f} ± {s['ndcg@10_std']:.4f}"
-                    f" ({s['epochs']:.0f} ep., {s['n']} seeds)")
+                    f" ({s['epochs']:.0f} ep., {s['n']} seeds{chosen})")
         se = f" (SE {s['recall@10_se']:.4f})" if s["recall@10_se"] is not None else ""
-        return f"{s['recall@10']:.4f}{se} / {s['ndcg@10']:.4f} ({s['epochs']:.0f} ep.)"
+        chosen = f", chose {'/'.join(MODE_TITLES.get(m, m) for m in s['chosen'])}" if s["chosen"] else ""
+        return f"{s['recall@10']:.4f}{se} / {s['ndcg@10']:.4f} ({s['epochs']:.0f} ep.{chosen})"
 
     lines = [f"Target {target}; pre-trained on {', '.join(sources)}. Cells: test Recall@10 / NDCG@10 "
              f"(full ranking, history items masked), epochs trained.", "",
@@ -177,9 +191,9 @@ def main(argv=None) -> List[Dict]:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if parse_entry(m)[0] not in ADAPTATION_MODES]
+    unknown = [m for m in modes if parse_entry(m)[0] not in ADAPTATION_CHOICES]
     if unknown:
-        raise ValueError(f"--modes: unknown adaptation mode(s) {unknown}; expected some of {list(ADAPTATION_MODES)}")
+        raise ValueError(f"--modes: unknown adaptation mode(s) {unknown}; expected some of {list(ADAPTATION_CHOICES)}")
     checkpoints = dict(item.split(":", 1) for item in args.checkpoints.split(",")) if args.checkpoints else {}
     for model, path in checkpoints.items():
         if not os.path.isfile(path):

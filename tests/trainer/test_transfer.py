@@ -92,7 +92,7 @@ def test_batches_mix_domains_with_global_item_ids(domains_path, tmp_path):
 def test_n_item_checkpoint_loads_into_m_item_target(pretrained, domains_path, tmp_path):
     checkpoint = load_pretrained(pretrained["checkpoint"])
     config, model, _ = target_model("ANT_e", domains_path, tmp_path, adaptation="fine_tune",
-                                    pretrained_checkpoint=pretrained["checkpoint"])
+                                    pretrained_checkpoint=pretrained["checkpoint"], fine_tune_freeze_encoder=False)
     n_source = sum(checkpoint["metadata"]["n_items"].values())
     assert model.n_items - 1 == 150 != n_source
     summary = apply_adaptation(model, config)
@@ -153,10 +153,10 @@ def test_each_mode_runs_end_to_end(mode, pretrained, domains_path, tmp_path):
     n_all = sum(p.numel() for p in get_model("ANT")(
         MMConfig("ANT", "tiny", config_dict=base_config(domains_path, tmp_path)),
         create_dataset(MMConfig("ANT", "tiny", config_dict=base_config(domains_path, tmp_path)))).parameters())
-    if mode == "re_learning":
-        assert result["parameters"] < n_all  # the encoder is frozen
-    else:
+    if mode == "ground_built":
         assert result["parameters"] == n_all
+    else:  # re-learning and (by default) fine-tuning keep the transformer encoder fixed
+        assert result["parameters"] < n_all
 
 
 def test_mismatched_checkpoints_fail_clearly(pretrained, domains_path, tmp_path):
@@ -317,8 +317,8 @@ def test_pretraining_resume_refuses_other_models_domains_and_settings(domains_pa
 
 
 @pytest.mark.parametrize("key,value,stage,allowed", [
-    ("adaptation", "finetune", "train", "['ground_built', 'fine_tune', 're_learning']"),
-    ("adaptation", "relearning", "pretrain", "['ground_built', 'fine_tune', 're_learning']"),
+    ("adaptation", "finetune", "train", "['ground_built', 'fine_tune', 're_learning', 'auto']"),
+    ("adaptation", "relearning", "pretrain", "['ground_built', 'fine_tune', 're_learning', 'auto']"),
     ("stage", "pre_train", None, "['train', 'pretrain']"),
 ])
 def test_unknown_stage_or_adaptation_fails_before_any_data_loads(key, value, stage, allowed, domains_path,
@@ -397,11 +397,13 @@ def test_learning_rate_decays_every_epoch(tiny_config):
     assert [g["lr"] for g in pipe.trainer.optimizer.param_groups] == [pytest.approx(0.001)]
 
 
-def test_fine_tune_with_frozen_encoder_moves_only_item_side_parameters(pretrained, domains_path, tmp_path):
-    """Fine-tuning as UniSRec and the ANT paper do it: no gradient reaches the transformer encoder
-    or the position embedding, and Adam leaves them unchanged; the item side is tuned."""
+def test_default_fine_tune_moves_only_item_side_parameters(pretrained, domains_path, tmp_path):
+    """The default fine-tuning, as UniSRec and the ANT paper do it: no gradient reaches the
+    transformer encoder or the position embedding, and Adam leaves them unchanged; the item side
+    is tuned."""
     config, model, train = target_model("ANT", domains_path, tmp_path, adaptation="fine_tune",
-                                        pretrained_checkpoint=pretrained["checkpoint"], fine_tune_freeze_encoder=True)
+                                        pretrained_checkpoint=pretrained["checkpoint"])
+    assert config["fine_tune_freeze_encoder"] is True
     summary = apply_adaptation(model, config)
     params = dict(model.named_parameters())
     encoder = {n for n in params if n.startswith(("sequence_encoder.encoder.", "sequence_encoder.position_embedding."))}
