@@ -188,14 +188,18 @@ def run_single(
 
 
 def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> Pipeline:
-    """``adaptation: auto``: successive halving over ``auto_candidates`` on the validation metric.
+    """``adaptation: auto``: a race of the ``auto_candidates`` on the validation metric, guarded by
+    ground-built training (docs/transfer.md).
 
-    Every candidate mode gets its own model (built and adapted exactly as a run of that mode
-    would be) and trains ``auto_probe_epochs`` epochs; the better half (rounded up) trains as
-    many more, until one is left. The winner's trainer, RNG state and batch order are those of
-    its own probe, so it continues exactly as an uninterrupted run of that mode; the returned
-    pipeline trains it to the end (early stopping as usual). Cost: the winner's run plus
-    ``auto_probe_epochs`` x (candidates - 1 + candidates after the first round - 1 + ...) epochs.
+    Every candidate gets its own model, built and adapted exactly as a run of that mode, its own
+    trainer, RNG state and batch order, so each candidate's epochs are those of its own run.
+    Ground-built trains to its early stop (it is the baseline a transfer mode must beat). The
+    transfer candidates first train ``auto_probe_epochs`` epochs each; then only the best of them
+    (by best validation score) trains on, one epoch per ground-built epoch at most, until it
+    stops early or its epochs reach ``auto_budget`` x ground-built's. The candidate with the best
+    validation score wins; its best checkpoint is evaluated. Short probes favour modes that start
+    high (fine-tune), so ground-built is never dropped: a transfer mode is chosen only where its
+    validation score beats ground-built's own final one.
     """
     config = pipe.config
     if not config["pretrained_checkpoint"]:
@@ -207,10 +211,11 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     candidates = list(config["auto_candidates"] or ADAPTATION_MODES)
     for mode in candidates:
         check_choice("auto_candidates", mode, ADAPTATION_MODES)
-    probe_epochs = int(config["auto_probe_epochs"])
-    if probe_epochs < 1:
-        raise ValueError(f"config key `auto_probe_epochs` must be at least 1, got {probe_epochs}")
-    bigger = config["valid_metric_bigger"]
+    probe_epochs, budget = int(config["auto_probe_epochs"]), float(config["auto_budget"])
+    if probe_epochs < 1 or budget < 0:
+        raise ValueError(f"config keys `auto_probe_epochs` (>= 1) and `auto_budget` (>= 0): got {probe_epochs}, "
+                         f"{budget}")
+    sign = 1.0 if config["valid_metric_bigger"] else -1.0
     runs = {}
     for mode in candidates:
         config["adaptation"] = mode
@@ -218,46 +223,57 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         stem, ext = os.path.splitext(trainer.saved_model_file)
         trainer.saved_model_file = f"{stem}-{mode}{ext}"  # the candidates' best models side by side
         runs[mode] = {"model": model, "trainer": trainer, "summary": summary, "rng": rng_states(), "epochs": 0,
-                      "score": None, "stopped": False}
-    alive, history = list(candidates), []
+                      "stopped": False}
+
+    def train_one_epoch(mode: str) -> None:
+        run, trainer = runs[mode], runs[mode]["trainer"]
+        set_rng_states(run["rng"])
+        pipe.train_data.begin_epoch(run["epochs"])
+        trainer.start_epoch, trainer.epochs = run["epochs"], run["epochs"] + 1
+        trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"])
+        run["rng"], run["epochs"] = rng_states(), run["epochs"] + 1
+        run["stopped"] = trainer.cur_step > trainer.stopping_step or run["epochs"] >= config["epochs"]
+
+    def score(mode: str) -> float:
+        return sign * float(runs[mode]["trainer"].best_valid_score)
+
+    baseline = "ground_built" if "ground_built" in runs else candidates[0]
+    transfer = [m for m in candidates if m != baseline]
+    leader = None
     while True:
-        target_epochs = runs[alive[0]]["epochs"] + probe_epochs
-        for mode in alive:
-            run = runs[mode]
-            if run["stopped"]:
-                continue
-            trainer = run["trainer"]
-            set_rng_states(run["rng"])
-            pipe.train_data.begin_epoch(run["epochs"])
-            trainer.start_epoch, trainer.epochs = run["epochs"], target_epochs
-            trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"])
-            run["rng"] = rng_states()
-            run["epochs"] = len(trainer.train_epoch_seconds)
-            run["stopped"] = run["epochs"] < target_epochs  # early stopping ended it
-            run["score"] = float(trainer.best_valid_score)
-        ranked = sorted(alive, key=lambda m: runs[m]["score"], reverse=bool(bigger))
-        history.append({m: {"epochs": runs[m]["epochs"], "valid_score": runs[m]["score"]} for m in alive})
-        logger.info(set_color("adaptation auto", "yellow") + f": after {target_epochs} epochs, best "
-                    f"{config['valid_metric']} " + ", ".join(f"{m} {runs[m]['score']:.4f}" for m in ranked))
-        alive = ranked[: (len(ranked) + 1) // 2]
-        if len(alive) == 1:
+        progressed = False
+        if not runs[baseline]["stopped"]:
+            train_one_epoch(baseline)
+            progressed = True
+        racing = [m for m in transfer if not runs[m]["stopped"]]
+        if leader is None and all(runs[m]["epochs"] >= probe_epochs or runs[m]["stopped"] for m in transfer):
+            leader = max(transfer, key=score) if transfer else None
+            logger.info(set_color("adaptation auto", "yellow") + f": after {probe_epochs} probe epochs "
+                        + ", ".join(f"{m} {score(m) * sign:.4f}" for m in candidates) + f"; {leader} trains on")
+        if leader is not None:
+            racing = [leader] if leader in racing else []
+        allowance = max(probe_epochs, budget * runs[baseline]["epochs"])  # grows while ground-built trains
+        for mode in racing:
+            if runs[mode]["epochs"] < allowance:
+                train_one_epoch(mode)
+                progressed = True
+        if not progressed:
             break
-    winner = runs[alive[0]]
-    logger.info(set_color("adaptation auto", "yellow") + f": {alive[0]} wins (best {config['valid_metric']} "
-                f"{winner['score']:.4f} after {winner['epochs']} epochs); it trains on")
-    config["adaptation"] = alive[0]
-    trainer = winner["trainer"]
-    set_rng_states(winner["rng"])
-    pipe.train_data.begin_epoch(winner["epochs"])
-    trainer.start_epoch, trainer.epochs = winner["epochs"], config["epochs"]
-    probe_seconds = sum(sum(r["trainer"].train_epoch_seconds) + sum(getattr(r["trainer"], "eval_seconds", []))
-                        for m, r in runs.items() if m != alive[0])
-    adaptation = {**winner["summary"], "mode": alive[0], "auto": {
-        "candidates": candidates, "probe_epochs": probe_epochs, "valid_metric": config["valid_metric"],
-        "rounds": history, "winner": alive[0],
-        "other_candidates_seconds": probe_seconds}}
-    return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, winner["model"],
-                    trainer, adaptation, trained=winner["stopped"])
+    winner = max(candidates, key=score)
+    rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
+                  "stopped_early": runs[m]["trainer"].cur_step > runs[m]["trainer"].stopping_step} for m in candidates}
+    logger.info(set_color("adaptation auto", "yellow") + f": {winner} wins ({config['valid_metric']} "
+                + ", ".join(f"{m} {r['best_valid_score']:.4f} after {r['epochs']} epochs" for m, r in rounds.items())
+                + ")")
+    config["adaptation"] = winner
+    other_seconds = sum(sum(r["trainer"].train_epoch_seconds) + sum(getattr(r["trainer"], "eval_seconds", []))
+                        for m, r in runs.items() if m != winner)
+    adaptation = {**runs[winner]["summary"], "mode": winner, "auto": {
+        "candidates": candidates, "probe_epochs": probe_epochs, "budget": budget,
+        "valid_metric": config["valid_metric"], "candidates_run": rounds, "winner": winner,
+        "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
+    return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
+                    runs[winner]["trainer"], adaptation, trained=True)
 
 
 def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
