@@ -468,3 +468,16 @@ def test_misleading_source_shows_other_categories_with_the_same_transitions():
         assert distances.argmin() == mislead[c] != c
     spec = TRANSFER_DOMAINS["mm_src_mislead"]
     assert spec.feature_category_seed >= 0 and spec.successor_seed == TRANSFER_DOMAINS["mm_target"].successor_seed
+
+
+def test_pretrain_curve_draws_the_checkpoint_losses(pretrained, tmp_path):
+    from recbole_mm.bench import pretrain_curve
+
+    text = pretrain_curve.main([pretrained["checkpoint"], "--labels=ANT", f"--out={tmp_path / 'curve'}"])
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4
+    first, last = float(rows[0].split("|")[2]), float(rows[-1].split("|")[2])
+    assert first == pytest.approx(pretrained["pretrain_loss"][0]["total"], abs=1e-4) and last < first
+    with pytest.raises(ValueError, match="names 2 curves, 1 checkpoints"):
+        pretrain_curve.main([pretrained["checkpoint"], "--labels=a,b", f"--out={tmp_path / 'x'}"])
