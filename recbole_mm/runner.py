@@ -195,8 +195,8 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     trainer, RNG state and batch order, so each candidate's epochs are those of its own run.
     Ground-built trains to its early stop (it is the baseline a transfer mode must beat). The
     transfer candidates first train ``auto_probe_epochs`` epochs each; then only the best of them
-    (by best validation score) trains on, one epoch per ground-built epoch at most, until it
-    stops early or its epochs reach ``auto_budget`` x ground-built's. The candidate with the best
+    (by best validation score) trains on, until it stops early or all transfer epochs together
+    (the probes included) reach ``auto_budget`` x ground-built's epochs. The candidate with the best
     validation score wins; its best checkpoint is evaluated. Short probes favour modes that start
     high (fine-tune), so ground-built is never dropped: a transfer mode is chosen only where its
     validation score beats ground-built's own final one.
@@ -252,9 +252,10 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
                         + ", ".join(f"{m} {score(m) * sign:.4f}" for m in candidates) + f"; {leader} trains on")
         if leader is not None:
             racing = [leader] if leader in racing else []
-        allowance = max(probe_epochs, budget * runs[baseline]["epochs"])  # grows while ground-built trains
+        # every transfer epoch (the probes too) counts against the budget, which grows with ground-built's
+        allowance = max(probe_epochs * len(transfer), budget * runs[baseline]["epochs"])
         for mode in racing:
-            if runs[mode]["epochs"] < allowance:
+            if runs[mode]["epochs"] < probe_epochs or sum(runs[m]["epochs"] for m in transfer) < allowance:
                 train_one_epoch(mode)
                 progressed = True
         if not progressed:
