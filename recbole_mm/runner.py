@@ -32,7 +32,7 @@ from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.model.transferable import Transferable, apply_adaptation
-from recbole_mm.utils import get_model, get_trainer
+from recbole_mm.utils import get_model, get_trainer, quiet_known_warnings
 
 
 def setup_logging(config) -> str:
@@ -59,6 +59,15 @@ def setup_logging(config) -> str:
     for handler in added:
         handler._recbole_mm = True
     return file_handler.baseFilename
+
+
+def device_name(device) -> str:
+    """The device a run really uses: ``cpu``, or ``cuda:<index> (<GPU name>)``."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _plain(result) -> Dict[str, float]:
@@ -95,6 +104,8 @@ def run(
 
 
 def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, read_command_line, queue):
+    if read_command_line:  # started by the command line, which hides RecBole's known warnings
+        quiet_known_warnings()
     result = run_single(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved,
                         read_command_line)
     if rank == 0:
@@ -177,6 +188,7 @@ def run_single(
     log_file = setup_logging(config)
     logger = getLogger()
     logger.info(config)
+    logger.info(set_color("device", "yellow") + f": {device_name(config['device'])}")
     if config["stage"] == "pretrain":
         settings = resume_settings(config, domain_names(config["dataset"]))
         resume = load_resume_state(config["resume_from"], settings) if config["resume_from"] else None
@@ -302,7 +314,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
-        "device": str(config["device"]),
+        "device": device_name(config["device"]),
         "adaptation": pipe.adaptation,
     }
 
@@ -340,7 +352,7 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
         "checkpoint": checkpoint if history else None,
         "resume_state": resume_state_file(checkpoint) if history else None,
         "log_file": log_file,
-        "device": str(config["device"]),
+        "device": device_name(config["device"]),
     }
 
 
@@ -356,7 +368,7 @@ def _stock_pretrain_result(trainer, config, log_file: str, logger) -> dict:
     seconds = getattr(trainer, "train_epoch_seconds", [])
     result = {"model": config["model"], "dataset": config["dataset"], "stage": "pretrain",
               "pretrained_model": path, "epochs_trained": len(seconds), "train_epoch_seconds": seconds,
-              "log_file": log_file, "device": str(config["device"])}
+              "log_file": log_file, "device": device_name(config["device"])}
     return _write_result(result, config, log_file)
 
 
