@@ -23,8 +23,8 @@ MISSING = "–"
 
 
 def load_runs(folder: str) -> List[dict]:
-    """The results of every training run under ``folder`` (JSON files with a ``test_result``),
-    each run once (a benchmark's copy and the run's own file name the same log), oldest log first."""
+    """The results of every training run under ``folder`` (JSON files with a ``test_result`` and the
+    run's ``log_file``), each run once (a benchmark's copy and the run's own file name the same log), oldest log first."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} is not a folder (give the folder that holds the runs' logs, e.g. log/)")
     runs: Dict[str, dict] = {}
@@ -34,8 +34,8 @@ def load_runs(folder: str) -> List[dict]:
                 result = json.load(f)
         except (OSError, ValueError):
             continue
-        if not isinstance(result, dict) or not isinstance(result.get("test_result"), dict):
-            continue
+        if not isinstance(result, dict) or not isinstance(result.get("test_result"), dict) or "log_file" not in result:
+            continue  # not a run's results (a table's settings, a search's summary)
         result["_file"] = path
         runs.setdefault(result.get("log_file") or path, result)
     return sorted(runs.values(), key=lambda r: (os.path.basename(r.get("log_file") or r["_file"])))
