@@ -4,7 +4,8 @@ properties/ stays at the top of the repository, where RecBole users expect it, a
 the data-only packages ``recbole_mm.properties`` and ``recbole_mm.properties.<subfolder>`` through a
 ``package_dir`` mapping: standard setuptools, declarative, no copy or symlink in the tree and no
 custom build command. (Listing the subfolders as packages is what setuptools asks of data folders
-inside a package.) A wheel and an sdist thus hold every properties/**/*.yaml, the wheel under
+inside a package.) A wheel and an sdist thus hold every properties/**/*.yaml (and the example
+hyper-parameter search spaces, properties/hyper/*.hyper), the wheel under
 recbole_mm/properties/; recbole_mm/resources.py finds the YAML there, or at the top of a checkout.
 scripts/wheel_check.sh and tests/test_packaging.py check the wheel.
 """
@@ -18,5 +19,5 @@ PROPERTIES = ["recbole_mm.properties"] + [
 setup(
     packages=find_packages(include=["recbole_mm", "recbole_mm.*"]) + PROPERTIES,
     package_dir={"recbole_mm.properties": "properties"},
-    package_data={name: ["*.yaml"] for name in PROPERTIES},
+    package_data={name: ["*.yaml", "*.hyper"] for name in PROPERTIES},  # *.hyper: RecBole params files
 )

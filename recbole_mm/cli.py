@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import textwrap
 from typing import List, Optional
 
 import yaml
 
+from recbole_mm.config import RECBOLE_PROPERTIES_DIR, plugin_model_yaml_files, yaml_key_docs
 from recbole_mm.data.synthetic import DEFAULT_SYNTHETIC
+from recbole_mm.resources import plugin_yaml, properties_dir
 from recbole_mm.runner import run
+from recbole_mm.utils import MODEL_ALIASES, get_model, quiet_known_warnings
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser; its ``--help`` lists the config keys of the plugin (and of the model and data
+    set named in ``argv``) with their defaults and comments."""
     parser = argparse.ArgumentParser(
         description="Train and evaluate a recbole_mm or RecBole model. Any other --key=value "
-        "overrides a config key (RecBole style).",
+        "overrides a config key (RecBole style); list keys also take a,b (--modalities=text,image).",
+        epilog=keys_help(argv or []),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", "-m", default="ANT", help="model name (plugin first, then RecBole)")
     parser.add_argument("--dataset", "-d", default=None,
@@ -27,9 +36,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_value(value) -> str:
+    if value is None:
+        return "~"
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
+    return str(value)
+
+
+def _yaml_section(title: str, path: str) -> List[str]:
+    docs = yaml_key_docs(path) if os.path.isfile(path) else []
+    if not docs:
+        return []
+    shown = "properties/" + os.path.relpath(path, properties_dir())
+    if path.startswith(RECBOLE_PROPERTIES_DIR):
+        shown = "recbole/properties/" + os.path.relpath(path, RECBOLE_PROPERTIES_DIR)
+    lines = [f"{title} ({shown}):"]
+    for key, value, comment in docs:
+        lines.append(textwrap.fill(comment or "", width=100, initial_indent=f"  --{key}={_format_value(value)}  ",
+                                   subsequent_indent=" " * 8) if comment else f"  --{key}={_format_value(value)}")
+    return lines + [""]
+
+
+def keys_help(argv: List[str]) -> str:
+    """Help text: the plugin's keys (properties/overall.yaml), then those of the model named in
+    ``argv`` (default ANT; the plugin's YAML, or RecBole's for a stock model) and of its data set."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--model", "-m", default="ANT")
+    probe.add_argument("--dataset", "-d", default=None)
+    args, _ = probe.parse_known_args(argv)
+    sections = _yaml_section("plugin keys, every run", plugin_yaml("overall.yaml"))
+    try:
+        model_class = get_model(args.model)
+    except ValueError:
+        model_class = None
+    name = MODEL_ALIASES.get(args.model, args.model)
+    if model_class is not None and model_class.__module__.startswith("recbole_mm."):
+        for path in plugin_model_yaml_files(name, model_class):
+            sections += _yaml_section(f"model keys of {os.path.basename(path)[:-5]}", path)
+    elif model_class is not None:
+        sections += _yaml_section(f"RecBole's model keys of {model_class.__name__}",
+                                  os.path.join(RECBOLE_PROPERTIES_DIR, "model", f"{model_class.__name__}.yaml"))
+    if args.dataset:
+        sections += _yaml_section(f"data set keys of {args.dataset}", plugin_yaml("dataset", f"{args.dataset}.yaml"))
+    sections.append("RecBole's own keys (epochs, learning_rate, train_batch_size, eval_step, gpu_id, seed, ...) "
+                    "work as in RecBole: https://recbole.io/docs/user_guide/config_settings.html")
+    return "\n".join(sections)
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    args, _ = build_parser().parse_known_args(argv)
+    quiet_known_warnings()
+    args, _ = build_parser(argv).parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     dataset = args.dataset
     if dataset is None and not _files_name_dataset(config_files):

@@ -9,9 +9,10 @@ Layers, later wins (RecBole's own defaults sit underneath all of them)::
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import os
-from typing import Iterable, List, Optional, Sequence, Set
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 import recbole
 import torch
@@ -19,6 +20,7 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
+from recbole_mm.fileio import progress_on_terminal
 from recbole_mm.resources import plugin_yaml, properties_dir
 from recbole_mm.utils import get_model
 
@@ -59,21 +61,76 @@ def check_stage_keys(config) -> None:
     adaptation_mode(config)
 
 
-def _yaml_keys(paths: Iterable[str]) -> Set[str]:
-    keys: Set[str] = set()
+def _yaml_contents(paths: Iterable[str]) -> List[dict]:
+    contents = []
     for path in paths:
         with open(path, "r", encoding="utf-8") as f:
             content = yaml.safe_load(f) or {}
         if isinstance(content, dict):
-            keys.update(content)
-    return keys
+            contents.append(content)
+    return contents
+
+
+def _all_yaml_files() -> List[str]:
+    files = glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    return files + glob.glob(os.path.join(properties_dir(), "**", "*.yaml"), recursive=True)
 
 
 def known_config_keys() -> Set[str]:
     """Every key that some RecBole or plugin YAML file declares, plus runtime keys."""
-    files = glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
-    files += glob.glob(os.path.join(properties_dir(), "**", "*.yaml"), recursive=True)
-    return _yaml_keys(files) | RUNTIME_KEYS
+    return {key for content in _yaml_contents(_all_yaml_files()) for key in content} | RUNTIME_KEYS
+
+
+@functools.lru_cache(maxsize=1)
+def list_config_keys() -> Set[str]:
+    """Keys whose value is a list in some RecBole or plugin YAML file (``modalities``, ``metrics``,
+    ``topk``, ...): on the command line they may also be written ``a,b``."""
+    return {key for content in _yaml_contents(_all_yaml_files()) for key, value in content.items()
+            if isinstance(value, list)}
+
+
+def parse_list_value(value) -> list:
+    """A list key's command-line value as a list: ``text,image``, ``[text, image]`` (RecBole's
+    Python-literal form, quotes optional) and ``(10, 50)`` all work; items are typed as YAML
+    scalars (``10`` -> 10)."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if not isinstance(value, str):
+        return [value]
+    text = value.strip()
+    if text[:1] + text[-1:] in ("[]", "()"):
+        text = text[1:-1]
+    items = [part.strip().strip("'\"") for part in text.split(",")]
+    return [yaml.safe_load(item) if item else item for item in items if item != ""]
+
+
+def plugin_model_yaml_files(model: str, model_class) -> List[str]:
+    """The plugin YAML files of a model, in layer order (some may not exist): a plugin model
+    inherits the YAML of the plugin models it subclasses (ANT_e <- ANT) and of its ``yaml_bases``."""
+    lineage = [c.__name__ for c in reversed(model_class.__mro__) if c.__module__.startswith("recbole_mm.")]
+    lineage = list(getattr(model_class, "yaml_bases", ())) + lineage  # YAMLs of related classes it reuses
+    files = [plugin_yaml("model", f"{name}.yaml") for name in lineage]
+    if model not in lineage:
+        files.append(plugin_yaml("model", f"{model}.yaml"))
+    return files
+
+
+def yaml_key_docs(path: str) -> List[Tuple[str, object, str]]:
+    """``(key, default, comment)`` for every top-level key of a plugin YAML file, in file order;
+    the comment joins the key's own line comment and the indented comment lines continuing it."""
+    with open(path, "r", encoding="utf-8") as f:
+        lines = f.readlines()
+    values = yaml.safe_load("".join(lines)) or {}
+    docs: List[Tuple[str, object, str]] = []
+    for line in lines:
+        stripped = line.strip()
+        if line[:1] not in ("", " ", "\t", "#", "\n") and ":" in line:
+            key = line.split(":", 1)[0].strip()
+            docs.append((key, values.get(key), line.partition(" #")[2].strip()))
+        elif docs and line[:1] == " " and stripped.startswith("#"):  # a comment continued below its key
+            key, value, comment = docs[-1]
+            docs[-1] = (key, value, f"{comment} {stripped.lstrip('#').strip()}".strip())
+    return docs
 
 
 class MMConfig(Config):
@@ -98,7 +155,10 @@ class MMConfig(Config):
         for path in config_file_list or []:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config file {path} not found")
+        self.dataset_yaml_keys: Set[str] = set()
         super().__init__(model, dataset, config_file_list, config_dict)
+        if self.final_config_dict.get("show_progress") is None:  # overall.yaml's default: ~
+            self.final_config_dict["show_progress"] = progress_on_terminal()
         if strict_keys and self.final_config_dict.get("strict_config_keys", True):
             self._check_unknown_keys()
         check_stage_keys(self)  # before any data set loads
@@ -110,10 +170,20 @@ class MMConfig(Config):
         external = {k: v for k, v in self.external_config_dict.items() if k != "dataset"}
         return MMConfig(self["model"], dataset, config_dict={**external, **overrides})
 
+    def given(self, key: str) -> bool:
+        """Whether ``key`` was set for this run by the user (YAML files, config dict, command line)
+        or by the data set's own ``properties/dataset/<dataset>.yaml`` (not only by a default)."""
+        return key in self.external_config_dict or key in self.dataset_yaml_keys
+
     def _load_cmd_line(self):
         if not self._read_command_line:
             return {}
-        return super()._load_cmd_line()
+        values = super()._load_cmd_line()
+        for key in list_config_keys() & set(values):
+            value = values[key]  # RecBole evaluated it: "[text]" and "text,image" stay strings
+            if isinstance(value, tuple) or (isinstance(value, str) and ("," in value or value[:1] == "[")):
+                values[key] = parse_list_value(value)
+        return values
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -134,17 +204,13 @@ class MMConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        # a plugin model inherits the YAML of the plugin models it subclasses (ANT_e <- ANT)
-        lineage = [c.__name__ for c in reversed(model_class.__mro__) if c.__module__.startswith("recbole_mm.")]
-        lineage = list(getattr(model_class, "yaml_bases", ())) + lineage  # YAMLs of related classes it reuses
-        model_files = [plugin_yaml("model", f"{name}.yaml") for name in lineage]
-        if model not in lineage:
-            model_files.append(plugin_yaml("model", f"{model}.yaml"))
+        model_files = plugin_model_yaml_files(model, model_class)
         for path in [plugin_yaml("overall.yaml")] + model_files + [plugin_yaml("dataset", f"{dataset}.yaml")]:
             if os.path.isfile(path):
                 added = self._update_internal_config_dict(path) or {}
                 if path.endswith(os.path.join("dataset", f"{dataset}.yaml")):
                     self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+                    self.dataset_yaml_keys.update(added)
         # RecBole needs train_neg_sample_args: ~ with CE loss; its model YAMLs leave that to the user
         loss_type = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if self.internal_config_dict.get("MODEL_TYPE") == ModelType.SEQUENTIAL and loss_type == "CE":
@@ -165,7 +231,13 @@ class MMConfig(Config):
             )
 
     def _init_device(self):
-        """RecBole's device set-up, with gloo instead of NCCL when there is no usable GPU."""
+        """RecBole's device set-up (gloo instead of NCCL when there is no usable GPU); ``use_gpu``
+        then says whether the run really uses one (RecBole leaves its default True on a CPU)."""
+        self._init_device_and_backend()
+        device = self.final_config_dict.get("device")
+        self.final_config_dict["use_gpu"] = isinstance(device, torch.device) and device.type == "cuda"
+
+    def _init_device_and_backend(self):
         gpu_id = str(self.final_config_dict["gpu_id"]).strip("()").replace(" ", "")
         use_cuda = (
             self.final_config_dict.get("use_gpu", True) and len(gpu_id) > 0 and torch.cuda.is_available()

@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file beside the target, rename when complete."""
+"""Output: atomic files (write to a temporary file beside the target, rename when complete), and
+whether progress bars reach a person."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from typing import Dict, Iterator, List
@@ -67,3 +69,10 @@ def write_csv_atomic(path: str, rows: List[Dict]) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
             writer.writeheader()
             writer.writerows(rows)
+
+
+def progress_on_terminal() -> bool:
+    """The default of every ``show_progress``: tqdm writes to stderr, so bars are on when stderr is
+    a terminal and off in CI, tests and redirected logs."""
+    stream = sys.stderr
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())

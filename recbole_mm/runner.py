@@ -28,11 +28,12 @@ from recbole_mm.checkpoint import (
     trusted_torch_load,
 )
 from recbole_mm.config import ADAPTATION_MODES, MMConfig, adaptation_mode, check_choice
+from recbole_mm.curves import plot_training_curve
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.model.transferable import Transferable, apply_adaptation
-from recbole_mm.utils import get_model, get_trainer
+from recbole_mm.utils import get_model, get_trainer, quiet_known_warnings
 
 
 def setup_logging(config) -> str:
@@ -59,6 +60,15 @@ def setup_logging(config) -> str:
     for handler in added:
         handler._recbole_mm = True
     return file_handler.baseFilename
+
+
+def device_name(device) -> str:
+    """The device a run really uses: ``cpu``, or ``cuda:<index> (<GPU name>)``."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _plain(result) -> Dict[str, float]:
@@ -95,6 +105,8 @@ def run(
 
 
 def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, read_command_line, queue):
+    if read_command_line:  # started by the command line, which hides RecBole's known warnings
+        quiet_known_warnings()
     result = run_single(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved,
                         read_command_line)
     if rank == 0:
@@ -177,6 +189,7 @@ def run_single(
     log_file = setup_logging(config)
     logger = getLogger()
     logger.info(config)
+    logger.info(set_color("device", "yellow") + f": {device_name(config['device'])}")
     if config["stage"] == "pretrain":
         settings = resume_settings(config, domain_names(config["dataset"]))
         resume = load_resume_state(config["resume_from"], settings) if config["resume_from"] else None
@@ -316,10 +329,15 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),
+        "train_loss_history": getattr(trainer, "train_loss_history", []),  # per epoch, as logged
+        "valid_history": getattr(trainer, "valid_history", []),  # per evaluation: epoch, score, result
+        "valid_metric_bigger": bool(config["valid_metric_bigger"]),
         "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
-        "device": str(config["device"]),
+        "tensorboard_dir": getattr(getattr(trainer, "tensorboard", None), "log_dir", None),
+        "device": device_name(config["device"]),
+        "settings": run_settings(config),
         "adaptation": pipe.adaptation,
     }
 
@@ -353,11 +371,13 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
         "epochs": len(history),
         "resumed_from": config["resume_from"] or None,
         "train_epoch_seconds": getattr(trainer, "train_epoch_seconds", []),
+        "train_loss_history": [record["total"] for record in history],  # the curve: mean loss per epoch
         "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
         "checkpoint": checkpoint if history else None,
         "resume_state": resume_state_file(checkpoint) if history else None,
         "log_file": log_file,
-        "device": str(config["device"]),
+        "device": device_name(config["device"]),
+        "settings": run_settings(config),
     }
 
 
@@ -373,14 +393,31 @@ def _stock_pretrain_result(trainer, config, log_file: str, logger) -> dict:
     seconds = getattr(trainer, "train_epoch_seconds", [])
     result = {"model": config["model"], "dataset": config["dataset"], "stage": "pretrain",
               "pretrained_model": path, "epochs_trained": len(seconds), "train_epoch_seconds": seconds,
-              "log_file": log_file, "device": str(config["device"])}
+              "log_file": log_file, "device": device_name(config["device"])}
     return _write_result(result, config, log_file)
 
 
+# keys of a run's settings that say where things go or how the run is shown, not what it is
+UNREPORTED_SETTINGS = {"model", "dataset", "config_files", "data_path", "checkpoint_dir", "resume_from", "show_progress",
+                       "state", "log_tensorboard", "nproc", "world_size", "ip", "port", "offset", "local_rank",
+                       "gpu_id", "use_gpu", "strict_config_keys"}
+
+
+def run_settings(config) -> Dict[str, object]:
+    """The settings this run was given (config files, config dict, command line; not the
+    defaults), without those that only say where files go or how the run is shown: what tells
+    runs apart in ``python -m recbole_mm.bench.report``."""
+    return {key: value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
+            for key, value in sorted(config.external_config_dict.items()) if key not in UNREPORTED_SETTINGS}
+
+
 def _write_result(result: dict, config, log_file: str) -> dict:
-    """Write the results JSON beside the log (rank 0) and leave the process group."""
+    """Write the results JSON beside the log and the training curve beside it as a PNG (rank 0),
+    and leave the process group."""
     if config["local_rank"] == 0:
         result["results_file"] = os.path.splitext(log_file)[0] + ".json"
+        if result.get("train_loss_history") or result.get("valid_history"):
+            result["curve_file"] = plot_training_curve(result, os.path.splitext(log_file)[0] + ".png")
         write_json_atomic(result["results_file"], result)
     if not config["single_spec"] and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

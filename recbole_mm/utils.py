@@ -12,6 +12,7 @@ import os
 import re
 import importlib.util
 import pkgutil
+import warnings
 from typing import List
 
 import torch
@@ -126,3 +127,11 @@ def get_trainer(model_type, model_name: str, stage: str = "train"):
                              f"(known: {[str(t) for t in PLUGIN_TRAINERS]})")
         return getattr(trainers, PLUGIN_TRAINERS[model_type])
     return trainers.with_plugin_mixins(recbole_get_trainer(model_type, model_name))
+
+
+def quiet_known_warnings() -> None:
+    """Hide the FutureWarnings that RecBole 1.2.1's own code raises under pandas 2 and torch 2
+    (chained ``fillna(inplace=True)``, ``Series.agg(len)``, ``torch.cuda.amp.GradScaler``): they
+    repeat on every run, say nothing about the user's run, and hide its log. Called by the command
+    lines; library callers keep Python's defaults. Warnings from other code are untouched."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")

@@ -9,7 +9,7 @@ PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # layer of each top-level part of the package, bottom (0) to top
 LAYERS = {
-    "fileio": 0, "enum_type": 0, "resources": 0, "checkpoint": 0, "utils": 0, "config": 0,
+    "fileio": 0, "curves": 0, "enum_type": 0, "resources": 0, "checkpoint": 0, "utils": 0, "config": 0,
     "data": 1, "model": 2, "trainer": 3, "runner": 4, "cli": 5, "__main__": 5, "bench": 5,
 }
 # preprocess/ writes the files data/ reads: it may import data/ formats, fileio and itself only

@@ -135,6 +135,8 @@ def test_resume_continues_an_interrupted_run(tiny_config):
     assert resumed["resumed_at_epoch"] == 2  # epochs 2 and 3 trained in the resumed run
     assert resumed["epochs_trained"] == 4  # the timings of all four epochs are reported
     assert resumed["train_epoch_seconds"][:2] == first["train_epoch_seconds"]
+    assert resumed["train_loss_history"][:2] == first["train_loss_history"]  # the curve covers all four epochs
+    assert [v["epoch"] for v in resumed["valid_history"]] == [0, 1, 2, 3]
     assert resumed["best_valid_score"] >= first["best_valid_score"]
     assert os.path.isfile(resumed["checkpoint"])
 
@@ -145,3 +147,20 @@ def test_other_stock_models_run_through_the_runner(model_name, tiny_config):
     test = result["test_result"]
     chance = 10 / 150  # Recall@10 of a random ranking over the tiny data set's 150 items
     assert chance * 1.5 < test["recall@10"] <= 1.0
+
+
+def test_training_curve_history_and_tensorboard(tiny_config):
+    result = run("ANT", "tiny", config_dict=tiny_config(epochs=3, eval_step=1, learning_rate=0.003))
+    assert len(result["train_loss_history"]) == 3 and result["train_loss_history"][-1] < result["train_loss_history"][0]
+    assert [v["epoch"] for v in result["valid_history"]] == [0, 1, 2]
+    assert max(v["score"] for v in result["valid_history"]) == pytest.approx(result["best_valid_score"])
+    assert result["settings"]["learning_rate"] == 0.003 and "checkpoint_dir" not in result["settings"]
+    with open(result["curve_file"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert result["curve_file"] == result["results_file"][:-5] + ".png"
+    events = os.listdir(result["tensorboard_dir"])  # RecBole's TensorBoard events, as in RecBole
+    assert any(name.startswith("events.out.tfevents") for name in events)
+    assert os.path.basename(result["tensorboard_dir"]) == os.path.basename(result["log_file"])[:-4]
+    quiet = run("ANT", "tiny", config_dict=tiny_config(epochs=1, log_tensorboard=False))
+    assert quiet["tensorboard_dir"] is None and not os.path.exists(
+        os.path.join("log_tensorboard", os.path.basename(quiet["log_file"])[:-4]))

@@ -17,6 +17,7 @@ from typing import Dict, List
 
 from recbole_mm.bench.runs import cached_run
 from recbole_mm.fileio import write_csv_atomic, write_text_atomic
+from recbole_mm.utils import quiet_known_warnings
 
 SETTINGS = ("source model as is", "target only (sample)", "fine-tune (sample)", "TAA", "DAA")
 
@@ -62,6 +63,7 @@ def write_table(rows: List[Dict], out: str, source: str, target: str, sample_rat
 
 
 def main(argv=None) -> List[Dict]:
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="MMoE,PLE")
     parser.add_argument("--source", default="AE_SRC")
@@ -72,7 +74,7 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--epochs", type=int, default=30, help="upper bound for the other trainings")
     parser.add_argument("--out", default="results/adaptation")
     args = parser.parse_args(argv)
-    shared = {"data_path": args.data_path, "epochs": args.epochs, "show_progress": False, "state": "WARNING"}
+    shared = {"data_path": args.data_path, "epochs": args.epochs, "state": "WARNING"}
     os.makedirs(args.out, exist_ok=True)
     rows = adaptation_table(args.backbones.split(","), args.source, args.target, shared, args.out,
                             args.sample_ratio, args.adapt_epochs)

@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name
 from recbole_mm.fileio import atomic_output, write_json_atomic
+from recbole_mm.utils import quiet_known_warnings
 
 METRICS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50")
 
@@ -119,6 +120,7 @@ def plot_bars(table: List[dict], path: str, dataset: str) -> None:
 
 
 def main(argv=None) -> List[dict]:
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", required=True, help="comma-separated model names")
     parser.add_argument("--dataset", default="mm_synthetic")
@@ -126,8 +128,7 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--out", default=None, help="output folder (default: results/compare/<dataset>)")
     parser.add_argument("--paper", default=None, choices=sorted(PAPER_FIGURES), help="add published figures")
     args, extra = parser.parse_known_args(argv)
-    overrides = parse_overrides(extra)
-    overrides.setdefault("show_progress", False)
+    overrides = parse_overrides(extra)  # show_progress: RecBole's bars in each run when on a terminal
     out = args.out or os.path.join("results", "compare", args.dataset)
     files = args.config_files.split() if args.config_files else None
     return compare([m.strip() for m in args.models.split(",") if m.strip()], args.dataset, overrides, out,

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.runner import run_single
+from recbole_mm.utils import quiet_known_warnings
 
 
 def _typed(value: str):
@@ -57,6 +58,7 @@ def safe_name(entry: str) -> str:
 
 
 def _child(function: Callable, args: tuple, queue) -> None:
+    quiet_known_warnings()  # a benchmark is a command line: RecBole's known warnings are hidden
     try:
         queue.put(("ok", function(*args)))
     except Exception as err:  # reported to the caller; the other runs of a table still run
@@ -91,6 +93,7 @@ def cached_run(out: str, key: str, model: str, dataset: str, config_dict: dict,
     if last_states:
         config_dict["resume_from"] = last_states[-1]
         print(f"{key}: resuming from {last_states[-1]}", flush=True)
+    print(f"{key}: running {model} on {dataset}", flush=True)
     result = run_in_child(run_single, model, dataset, config_files, config_dict)
     result["model"] = model
     if "error" not in result:

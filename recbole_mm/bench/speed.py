@@ -24,6 +24,7 @@ from recbole.utils import init_seed
 from recbole_mm.bench.runs import run_in_child
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.runner import build_config, build_pipeline, run_single
+from recbole_mm.utils import quiet_known_warnings
 
 ALL_OFF = {"train_whole_sequence": False, "length_bucketing": False, "trim_batches": False,
            "cache_item_table": False, "sort_eval_by_length": False}
@@ -111,6 +112,7 @@ def markdown_table(rows: List[dict], args) -> str:
 
 
 def main(argv=None) -> List[dict]:
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mm_synthetic")
     parser.add_argument("--data_path", default="dataset/")
@@ -128,8 +130,7 @@ def main(argv=None) -> List[dict]:
         "data_path": args.data_path,
         "hidden_size": args.hidden_size,
         "inner_size": args.hidden_size,
-        "train_batch_size": args.train_batch_size,
-        "show_progress": False,
+        "train_batch_size": args.train_batch_size,  # show_progress: bars when on a terminal (< 0.1 % of an epoch)
         "state": "WARNING",
     }
     if args.threads:

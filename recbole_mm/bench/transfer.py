@@ -35,6 +35,7 @@ import yaml  # noqa: E402
 from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name  # noqa: E402
 from recbole_mm.config import ADAPTATION_CHOICES, ADAPTATION_MODES  # noqa: E402
 from recbole_mm.fileio import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
+from recbole_mm.utils import quiet_known_warnings
 
 MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning", "auto": "auto"}
 METRICS = ("recall@10", "ndcg@10")
@@ -171,6 +172,7 @@ def _plot(summary: Dict[tuple, Dict], models: List[str], modes: List[str], path:
 
 
 def main(argv=None) -> List[Dict]:
+    quiet_known_warnings()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="mm_target")
@@ -186,8 +188,7 @@ def main(argv=None) -> List[Dict]:
                         help="train_batch_size of the pre-training runs (default: the shared one)")
     parser.add_argument("--out", default="results/transfer_synthetic")
     args, extra = parser.parse_known_args(argv)
-    overrides = parse_overrides(extra)
-    overrides.setdefault("show_progress", False)
+    overrides = parse_overrides(extra)  # show_progress: RecBole's bars in each run when on a terminal
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

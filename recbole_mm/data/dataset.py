@@ -11,7 +11,7 @@ and images.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from recbole.data.dataset import SequentialDataset
@@ -21,7 +21,9 @@ from recbole_mm.data.features import (
     ItemFeature,
     align_features,
     check_modalities,
+    feature_folders,
     feature_stem,
+    locate_feature_stem,
     log_popularity,
     read_feature_file,
 )
@@ -32,17 +34,17 @@ class BenchmarkSequentialDataset(SequentialDataset):
     """``SequentialDataset`` whose list fields keep the *last* ``MAX_ITEM_LIST_LENGTH`` items.
 
     A ``<D>.item`` / ``<D>.user`` file missing from the data folder is also looked for in
-    ``feature_dir``: pre-split data folders may be read-only (``../shared/datasets``), so item
-    attributes built by the preprocessing (e.g. the categories that FDSA and S3Rec use) live
-    beside the feature files.
+    ``feature_dir`` and in ``dataset/<D>`` (:func:`feature_folders`): pre-split data folders may
+    be read-only (``../shared/datasets``), so item attributes built by the preprocessing (e.g. the
+    categories that FDSA and S3Rec use) live beside the feature files.
     """
 
     def _load_user_or_item_feat(self, token, dataset_path, source, field_name):
-        feature_dir = self.config["feature_dir"]
-        own_file = os.path.join(dataset_path, f"{token}.{source.value}")
-        if feature_dir and not os.path.isfile(own_file):
-            if os.path.isfile(os.path.join(feature_dir, f"{token}.{source.value}")):
-                dataset_path = feature_dir
+        if not os.path.isfile(os.path.join(dataset_path, f"{token}.{source.value}")):
+            for folder in feature_folders(self.config["feature_dir"], dataset_path, token):
+                if os.path.isfile(os.path.join(folder, f"{token}.{source.value}")):
+                    dataset_path = folder
+                    break
         return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
 
     def item_log_popularity(self) -> np.ndarray:
@@ -88,21 +90,23 @@ class MMSequentialDataset(BenchmarkSequentialDataset):
             self._load_raw_items()
 
     def _load_item_features(self) -> Dict[str, ItemFeature]:
-        modalities = check_modalities(self.config["modalities"] or [])
-        feature_dir = self.config["feature_dir"] or self.dataset_path
+        folders = feature_folders(self.config["feature_dir"], self.dataset_path, self.dataset_name)
         file_names = self.config["feature_files"] or {}
         expected_dims = self.config["feature_dims"] or {}
         for key in list(file_names) + list(expected_dims):
             check_modalities([key], key="feature_files / feature_dims")
+        modalities = self._run_modalities(folders, file_names)
         id2token = self.field2id_token[self.iid_field]
         features = {}
         for modality in modalities:
-            stem = feature_stem(feature_dir, self.dataset_name, modality, file_names.get(modality))
+            name = file_names.get(modality)
+            stem = locate_feature_stem(folders, self.dataset_name, modality, name)
             try:
-                keys, matrix = read_feature_file(stem)
+                keys, matrix = read_feature_file(stem or feature_stem(folders[0], self.dataset_name, modality, name))
             except FeatureFileError as err:
+                elsewhere = f" (looked in {', '.join(folders)})" if len(folders) > 1 else ""
                 raise FeatureFileError(
-                    f"{err}. Modality {modality!r} is listed in config key `modalities`; "
+                    f"{err}{elsewhere}. Modality {modality!r} is listed in config key `modalities`; "
                     f"remove it there or build the file"
                 ) from None
             features[modality] = align_features(
@@ -119,6 +123,25 @@ class MMSequentialDataset(BenchmarkSequentialDataset):
                 f"{features[modality].coverage:.1%} of items present ({stem}.npy)"
             )
         return features
+
+    def _run_modalities(self, folders, file_names) -> List[str]:
+        """Config key ``modalities``; when neither the user nor ``properties/dataset/<D>.yaml``
+        sets it, the default's modalities whose feature files are present (logged, and written
+        back to the config, which the model reads)."""
+        modalities = check_modalities(self.config["modalities"] or [])
+        given = getattr(self.config, "given", None)
+        if given is None or given("modalities"):
+            return modalities
+        present = [m for m in modalities if locate_feature_stem(folders, self.dataset_name, m, file_names.get(m))]
+        if not present:  # nothing built: the error names the first missing file
+            return modalities
+        self.logger.info(
+            f"[{self.dataset_name}] modalities {present}: the feature files present (in {', '.join(folders)}); "
+            f"`modalities` is set neither on the command line or in a config file nor in "
+            f"properties/dataset/{self.dataset_name}.yaml"
+        )
+        self.config["modalities"] = present
+        return present
 
     def _load_raw_items(self) -> None:
         """``item_texts`` / ``item_images`` for the end-to-end encoders named in the config."""

@@ -24,6 +24,9 @@ from recbole_mm.fileio import atomic_output
 
 KNOWN_MODALITIES = ("text", "image", "price")
 
+# where the preprocessing commands write a data set <D> by default: <PREPROCESS_OUTPUT_DIR>/<D>/
+PREPROCESS_OUTPUT_DIR = "dataset"
+
 
 class FeatureFileError(ValueError):
     """A feature file is missing, malformed, or does not fit the data set."""
@@ -55,6 +58,30 @@ class ItemFeature:
 def feature_stem(feature_dir: str, dataset_name: str, modality: str, file_name: Optional[str] = None) -> str:
     """Path without suffix of a modality's feature file: ``<feature_dir>/<dataset>.<modality>``."""
     return os.path.join(feature_dir, file_name or f"{dataset_name}.{modality}")
+
+
+def feature_folders(feature_dir: Optional[str], dataset_path: str, dataset_name: str) -> List[str]:
+    """Where a data set's feature files (and a missing ``<D>.item``) are looked for, in order:
+    ``feature_dir`` when set, the data set folder, then ``dataset/<D>`` (where the preprocessing
+    commands write by default), each folder once."""
+    folders, seen = [], set()
+    for folder in ([feature_dir] if feature_dir else []) + [dataset_path,
+                                                             os.path.join(PREPROCESS_OUTPUT_DIR, dataset_name)]:
+        key = os.path.abspath(folder)
+        if key not in seen:
+            seen.add(key)
+            folders.append(folder)
+    return folders
+
+
+def locate_feature_stem(folders: Sequence[str], dataset_name: str, modality: str,
+                        file_name: Optional[str] = None) -> Optional[str]:
+    """The stem of the first folder that holds the modality's ``.npy`` and ``.keys``, or None."""
+    for folder in folders:
+        stem = feature_stem(folder, dataset_name, modality, file_name)
+        if os.path.isfile(stem + ".npy") and os.path.isfile(stem + ".keys"):
+            return stem
+    return None
 
 
 def write_feature_file(stem: str, keys: Sequence[str], matrix: np.ndarray) -> None:

@@ -22,6 +22,7 @@ from recbole.utils import ModelType
 
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
+from recbole_mm.data.features import feature_folders
 from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoader, domain_names
 from recbole_mm.data.multitask import MultiTaskDataLoader, MultiTaskDataset, SourceTargetLoader, multitask_dataloaders
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
@@ -98,7 +99,7 @@ def _check_item_attribute_file(config, data_path: str, name: str) -> None:
     key = ATTRIBUTE_MODELS.get(config["model"])
     if key is None or not config[key]:
         return
-    places = [data_path] + ([config["feature_dir"]] if config["feature_dir"] else [])
+    places = feature_folders(config["feature_dir"], data_path, name)
     if not any(os.path.isfile(os.path.join(p, f"{name}.item")) for p in places):
         raise FileNotFoundError(
             f"{config['model']} reads the item attribute(s) {config[key]} (config key `{key}`) from "
@@ -135,7 +136,10 @@ def create_multidomain_dataset(config) -> MultiDomainDataset:
     for name in names:
         datasets.append(create_dataset(config.for_dataset(name, stage="train")))
         getLogger().info(datasets[-1])
-    return MultiDomainDataset(datasets, names)
+    multi = MultiDomainDataset(datasets, names)
+    if hasattr(config, "given") and not config.given("modalities"):  # the domains found their files
+        config["modalities"] = list(multi.item_features)
+    return multi
 
 
 def prepare_data(config, dataset) -> Tuple[object, object, object]:

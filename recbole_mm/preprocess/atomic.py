@@ -5,6 +5,10 @@ filtering iterated to a fixed point, per-user chronological order (ties keep the
 the reviews file, or ASIN order), deterministic ids, leave-one-out split with every training
 prefix, histories cut to the last ``max_history_length`` items.
 
+Other splits (``split``): ``ratio`` cuts each user's sequence by shares in time order (RecBole's
+``RS`` split grouped by user), ``time`` cuts all interactions at two points in time (a global
+temporal split); valid and test then hold every row whose target falls in their part.
+
 Ids: users are numbered 0.. in ``reviewerID`` order (sorted as strings); items are numbered
 0.. in order of first appearance when walking the users in id order and each user's items
 chronologically (the layout of the UniSRec / ANT Scientific release).
@@ -16,7 +20,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from logging import getLogger
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -38,6 +42,7 @@ class Sequences:
     users: List[str]
     items: List[str]
     sequences: List[List[int]]
+    times: Optional[List[List[float]]] = None  # the time of each sequence entry (for the time split)
 
 
 def k_core(frame: pd.DataFrame, user_k: int, item_k: int) -> Tuple[pd.DataFrame, int]:
@@ -85,6 +90,7 @@ def order_sequences(frame: pd.DataFrame, tie_break: str = "file_order") -> Seque
     users: List[str] = []
     item_index: Dict[str, int] = {}
     sequences: List[List[int]] = []
+    times: List[List[float]] = []
     for user, group in frame.groupby("user", sort=True):
         seq = []
         for asin in group["item"].tolist():
@@ -93,16 +99,69 @@ def order_sequences(frame: pd.DataFrame, tie_break: str = "file_order") -> Seque
             seq.append(item_index[asin])
         users.append(str(user))
         sequences.append(seq)
-    return Sequences(users=users, items=list(item_index), sequences=sequences)
+        times.append([float(t) for t in group["time"].tolist()])
+    return Sequences(users=users, items=list(item_index), sequences=sequences, times=times)
 
 
 Row = Tuple[int, List[int], int]
 
 
-def split_rows(sequences: Sequence[Sequence[int]], max_history: int) -> Tuple[List[Row], List[Row], List[Row]]:
-    """Leave-one-out rows ``(user index, history, target)``: train = every prefix ending before
-    the second-to-last item (history of length >= 1), valid = target second-to-last, test =
-    target last. Histories keep their last ``max_history`` items."""
+def split_rows(sequences: Sequence[Sequence[int]], max_history: int, split: str = "leave_one_out",
+               ratios: Sequence[float] = (0.8, 0.1, 0.1), times: Optional[Sequence[Sequence[float]]] = None,
+               ) -> Tuple[List[Row], List[Row], List[Row]]:
+    """Rows ``(user index, history, target)`` of train, valid and test; histories keep their last
+    ``max_history`` items and are never empty (a sequence's first item is no target).
+
+    - ``leave_one_out``: train = every prefix ending before the second-to-last item, valid =
+      target second-to-last, test = target last (one row per user each);
+    - ``ratio``: each user's targets in time order, cut by ``ratios`` (as RecBole's ``RS`` split
+      counts a group: at least one valid and test position when the shares round to zero);
+    - ``time``: a target's part is decided by its time (``times``), cut where the ``ratios``
+      shares of all interactions, in time order, end."""
+    if split == "leave_one_out":
+        return _leave_one_out(sequences, max_history)
+    parts: Tuple[List[Row], List[Row], List[Row]] = ([], [], [])
+    if split == "time":
+        cut_valid, cut_test = _time_cuts([t for seq_times in times for t in seq_times], ratios)
+    for u, seq in enumerate(sequences):
+        if split == "ratio":
+            n_train, n_valid, _ = ratio_counts(len(seq), ratios)
+            part_of = [0 if t < n_train else 1 if t < n_train + n_valid else 2 for t in range(len(seq))]
+        elif split == "time":
+            part_of = [0 if t < cut_valid else 1 if t < cut_test else 2 for t in times[u]]
+        else:
+            raise ValueError(f"config key `split`: expected leave_one_out, ratio or time, got {split!r}")
+        for t in range(1, len(seq)):
+            parts[part_of[t]].append((u, list(seq[max(0, t - max_history):t]), seq[t]))
+    for name, rows in zip(("valid", "test"), parts[1:]):
+        if not rows:
+            raise EmptyDataError(f"the {split} split {list(ratios)} leaves the {name} part empty; "
+                                 f"give it a larger share (config key `split_ratios`)")
+    return parts
+
+
+def ratio_counts(total: int, ratios: Sequence[float]) -> List[int]:
+    """Train / valid / test sizes of a group of ``total`` interactions, as RecBole's ``RS`` split
+    computes them (``Dataset._calcu_split_ids``)."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def _time_cuts(all_times: List[float], ratios: Sequence[float]) -> Tuple[float, float]:
+    ordered = sorted(all_times)
+    last = len(ordered) - 1
+    return (ordered[min(last, int(ratios[0] * len(ordered)))],
+            ordered[min(last, int((ratios[0] + ratios[1]) * len(ordered)))])
+
+
+def _leave_one_out(sequences: Sequence[Sequence[int]], max_history: int) -> Tuple[List[Row], List[Row], List[Row]]:
     train: List[Row] = []
     valid: List[Row] = []
     test: List[Row] = []
@@ -126,10 +185,11 @@ def _write_lines(path: str, header: str, lines) -> None:
                 f.write(line)
 
 
-def write_atomic_files(out_dir: str, name: str, seqs: Sequences, meta: Dict[str, dict], max_history: int) -> List[str]:
-    """Write ``<D>.train/valid/test.inter``, ``<D>.item``, ``<D>.text``, ``<D>.item2index`` and
-    ``<D>.user2index`` into ``out_dir``; returns the paths."""
-    train, valid, test = split_rows(seqs.sequences, max_history)
+def write_atomic_files(out_dir: str, name: str, seqs: Sequences, meta: Dict[str, dict], max_history: int,
+                       split: str = "leave_one_out", ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> List[str]:
+    """Write ``<D>.train/valid/test.inter`` (split as :func:`split_rows` says), ``<D>.item``,
+    ``<D>.text``, ``<D>.item2index`` and ``<D>.user2index`` into ``out_dir``; returns the paths."""
+    train, valid, test = split_rows(seqs.sequences, max_history, split, ratios, seqs.times)
     paths = []
     for part, rows in (("train", train), ("valid", valid), ("test", test)):
         path = os.path.join(out_dir, f"{name}.{part}.inter")

@@ -6,6 +6,12 @@ and optionally ``<D>.clip_image.npz`` (``asin``, ``feat``). Output (``--out``):
 ``<D>.text.npy/.keys`` and ``<D>.image.npy/.keys`` keyed by the .inter item tokens.
 
     python -m recbole_mm.preprocess.benchmark --src ../shared/datasets/Scientific --out dataset/Scientific
+
+The default output, ``dataset/<D>``, is one of the places a run looks for feature files, so the
+run then needs no ``feature_dir`` (and, without ``properties/dataset/<D>.yaml``, uses the
+modalities whose files it finds)::
+
+    python run_recbole_mm.py --model=ANT --dataset=Scientific --data_path=../shared/datasets
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import os
 
 import numpy as np
 
-from recbole_mm.data.features import write_feature_file
+from recbole_mm.data.features import PREPROCESS_OUTPUT_DIR, write_feature_file
 from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.preprocess.text_features import build_text_features as text_step
+from recbole_mm.preprocess.settings import train_command
 from recbole_mm.preprocess.text import add_text_encoder_arguments
 
 
@@ -58,7 +65,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     name = args.name or os.path.basename(os.path.normpath(args.src))
-    out = args.out or os.path.join("dataset", name)
+    out = args.out or os.path.join(PREPROCESS_OUTPUT_DIR, name)
     if not os.path.isdir(args.src):
         raise FileNotFoundError(f"--src {args.src} is not a folder")
     print(build_text_features(args.src, out, name, args.text_encoder, args.batch_size, args.max_length,
@@ -66,6 +73,10 @@ def main(argv=None) -> None:
     npz = args.image_npz or f"{name}.clip_image.npz"
     if os.path.isfile(os.path.join(args.src, npz)):
         print(import_image_npz(args.src, out, name, npz))
+    data_path = os.path.dirname(os.path.normpath(args.src)) or "."
+    found = os.path.abspath(out) == os.path.abspath(os.path.join(PREPROCESS_OUTPUT_DIR, name)) or \
+        os.path.abspath(out) == os.path.abspath(args.src)
+    print(f"next: {train_command(name, data_path)}" + ("" if found else f" --feature_dir={out}"))
 
 
 if __name__ == "__main__":

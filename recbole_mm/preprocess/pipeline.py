@@ -2,7 +2,10 @@
 
     python -m recbole_mm.preprocess.pipeline --config properties/preprocess/amazon_scientific.yaml
 
-Steps, in order: ``atomic`` (reviews + metadata -> .inter/.item/.text/id maps), ``text`` (text
+The same chain reads a user's own tables (``interactions`` + ``items``, docs/own_data.md;
+``python -m recbole_mm.preprocess.own_data --src <folder>`` sets it up for a folder).
+
+Steps, in order: ``atomic`` (reviews + metadata, or interactions + items -> .inter/.item/.text/id maps), ``text`` (text
 features), ``images`` (image folder -> lmdb store), ``image_features``, ``price``; then the
 manifest ``<D>.manifest.json``. A step whose stamp (``.preprocess/<step>.json``) matches its
 inputs' hashes and settings, and whose outputs still have the recorded hashes, is skipped;
@@ -25,7 +28,7 @@ import torch
 from recbole_mm.data.lmdb_store import build_image_lmdb, lmdb_content_sha256
 from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.fileio import write_json_atomic
-from recbole_mm.preprocess import amazon, atomic
+from recbole_mm.preprocess import amazon, atomic, tables
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, path_sha256, settings_sha256
 from recbole_mm.preprocess.image import build_image_features
 from recbole_mm.preprocess.price import build_price_features
@@ -95,21 +98,30 @@ class Pipeline:
         return stamp
 
     # ---- the steps ---------------------------------------------------------------------
+    def input_keys(self) -> tuple:
+        """The atomic step's input files: the raw Amazon files or the user's own tables."""
+        return ("interactions", "items") if self.s["interactions"] else ("reviews", "meta")
+
     def step_atomic(self) -> dict:
-        inputs = {"reviews": file_sha256(self.s["reviews"]), "meta": file_sha256(self.s["meta"])}
+        inputs = {key: file_sha256(self.s[key]) for key in self.input_keys()}
         outputs = [self.path(p) for p in ("train.inter", "valid.inter", "test.inter", "item", "text",
                                           "item2index", "user2index")]
         return self.run_step("atomic", inputs, outputs, self._build_atomic)
 
     def _build_atomic(self) -> dict:
         s = self.s
-        reviews = amazon.read_reviews(s["reviews"], s["min_rating"])
-        meta = amazon.read_meta(s["meta"], set(reviews["item"].unique()), s["text_fields"])
+        if s["interactions"]:
+            reviews = tables.read_interactions(s["interactions"])
+            meta = tables.read_items(s["items"], set(reviews["item"].unique()))
+        else:
+            reviews = amazon.read_reviews(s["reviews"], s["min_rating"])
+            meta = amazon.read_meta(s["meta"], set(reviews["item"].unique()), s["text_fields"])
         usable = {asin for asin, m in meta.items() if m["title"] or not s["require_title"]}
         frame, counts = atomic.filter_interactions(reviews, usable, s["user_k_core"], s["item_k_core"],
                                                    s["drop_duplicates"])
         seqs = atomic.order_sequences(frame, s["tie_break"])
-        atomic.write_atomic_files(self.out_dir, self.name, seqs, meta, s["max_history_length"])
+        atomic.write_atomic_files(self.out_dir, self.name, seqs, meta, s["max_history_length"], s["split"],
+                                  s["split_ratios"])
         stats = atomic.table1_statistics(seqs)
         print(atomic.format_table1(self.name, stats))
         return {
@@ -166,7 +178,10 @@ class Pipeline:
         """Fail before any work, naming the config key, when an input is missing."""
         s, steps = self.s, self.s["steps"]
         needed = []
-        if "atomic" in steps:
+        if "atomic" in steps and s["interactions"]:
+            needed += [("interactions", "interactions table (.csv or .tsv: user, item[, timestamp])", os.path.isfile),
+                       ("items", "items table (.csv or .tsv: item, text or title[, price])", os.path.isfile)]
+        elif "atomic" in steps:
             needed += [("reviews", "reviews file (<Category>.json.gz or <Category>_5.json.gz)", os.path.isfile),
                        ("meta", "metadata file (meta_<Category>.json.gz)", os.path.isfile)]
         if "images" in steps and s["images_dir"]:
@@ -205,11 +220,12 @@ class Pipeline:
         equal manifests; step times are in .preprocess/last_run.json)."""
         s = self.s
         inputs = {}
-        for key, step, field in (("reviews", "atomic", "reviews"), ("meta", "atomic", "meta"),
+        for key, step, field in ((self.input_keys()[0], "atomic", self.input_keys()[0]),
+                                 (self.input_keys()[1], "atomic", self.input_keys()[1]),
                                  ("images_dir", "images", "images_dir"), ("text_encoder", "text", "encoder"),
                                  ("image_encoder", "image_features", "encoder")):
             record = self.records.get(step)
-            inputs[key] = {"path": s[key], "sha256": record["inputs"][field] if record else None}
+            inputs[key] = {"path": s[key], "sha256": record["inputs"].get(field) if record else None}
         if "text" in self.records:  # the resolved path when text_encoder is ~ (the default MiniLM)
             inputs["text_encoder"]["path"] = self.records["text"]["summary"]["encoder"]
         outputs = {}

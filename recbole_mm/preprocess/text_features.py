@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from recbole_mm.data.features import write_feature_file
 from recbole_mm.data.raw_items import read_item2index, read_text_file
+from recbole_mm.fileio import progress_on_terminal
 from recbole_mm.preprocess.chunked import clear_work_dir, extract_in_chunks
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, settings_sha256
 from recbole_mm.preprocess.text import add_text_encoder_arguments, default_text_encoder_path, embed_texts, load_encoder
@@ -42,10 +43,12 @@ def build_text_features(
     chunk_size: int = 1024,
     work_dir: Optional[str] = None,
     after_chunk: Optional[Callable[[int], None]] = None,
-    show_progress: bool = True,
+    show_progress: Optional[bool] = None,
 ) -> dict:
     """Embed every row of ``text_file`` and write the feature file ``<stem>.npy/.keys``; rows keep
-    the order of ``text_file``, keys are the item2index indices. Returns a summary."""
+    the order of ``text_file``, keys are the item2index indices (progress bars: ``None`` = when
+    stderr is a terminal). Returns a summary."""
+    show_progress = progress_on_terminal() if show_progress is None else show_progress
     encoder_path = encoder_path or default_text_encoder_path()
     item2index = read_item2index(item2index_file)
     rows = read_text_file(text_file)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from recbole_mm.trainer.multitask import MultiTaskEvaluation
-from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin
+from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, RunRecordMixin, SafeCheckpointMixin
 
 
 class AdversarialEpochs(MultiTaskEvaluation):
@@ -48,7 +48,7 @@ class AdversarialEpochs(MultiTaskEvaluation):
         return tuple(totals)
 
 
-class AdversarialTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, AdversarialEpochs):
+class AdversarialTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, SafeCheckpointMixin, AdversarialEpochs):
     """TAA / DAA trainer: the adversarial epochs of :class:`AdversarialEpochs` with the plugin's
     timing, checkpointing and CPU-distributed mixins."""
 

@@ -9,7 +9,7 @@ import torch
 from recbole.evaluator.metrics import AUC, LogLoss
 from recbole.trainer import Trainer
 
-from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin
+from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, RunRecordMixin, SafeCheckpointMixin
 
 
 def task_metrics(config, predictions: np.ndarray, labels: np.ndarray, tasks) -> "OrderedDict[str, float]":
@@ -40,5 +40,5 @@ class MultiTaskEvaluation(Trainer):
                             self.model.tasks)
 
 
-class MultiTaskTrainer(CPUDistributedMixin, EpochTimerMixin, SafeCheckpointMixin, MultiTaskEvaluation):
+class MultiTaskTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, SafeCheckpointMixin, MultiTaskEvaluation):
     """RecBole's training loop; model selection on ``valid_metric`` (default ``ctr_auc``)."""

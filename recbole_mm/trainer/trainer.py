@@ -4,16 +4,23 @@
   ``torch.load`` defaults to ``weights_only=True`` (RecBole's checkpoints hold the Config).
 - :class:`HistoryMaskMixin`: with ``mask_history_items: True`` every item of the user's input
   sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
-- :func:`with_plugin_mixins`: puts both in front of any RecBole trainer class.
+- :class:`RunRecordMixin`: the epoch history (loss, validation score) for the results and the
+  training curve, and RecBole's TensorBoard events switched by ``log_tensorboard``.
+- :func:`with_plugin_mixins`: puts them in front of any RecBole trainer class.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import get_tensorboard
+from torch.utils.tensorboard import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_mm.checkpoint import load_checkpoint
@@ -67,6 +74,8 @@ class SafeCheckpointMixin:
             # timings so far: a resumed run reports every epoch, not only its own
             "train_epoch_seconds": list(getattr(self, "train_epoch_seconds", [])),
             "eval_seconds": list(getattr(self, "eval_seconds", [])),
+            "train_loss_history": list(getattr(self, "train_loss_history", [])),
+            "valid_history": list(getattr(self, "valid_history", [])),
         }
         with atomic_output(self.resume_file) as tmp:
             torch.save(state, tmp, pickle_protocol=4)
@@ -94,6 +103,8 @@ class SafeCheckpointMixin:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.train_epoch_seconds = list(checkpoint.get("train_epoch_seconds", []))
         self.eval_seconds = list(checkpoint.get("eval_seconds", []))
+        self.train_loss_history = list(checkpoint.get("train_loss_history", []))
+        self.valid_history = list(checkpoint.get("valid_history", []))
         self.logger.info(f"Resumed from {resume_file}: training continues at epoch {self.start_epoch}")
 
     @torch.no_grad()
@@ -150,6 +161,71 @@ class EpochTimerMixin:
         return result
 
 
+class _NoTensorBoard:
+    """Stands in for RecBole's ``SummaryWriter`` when ``log_tensorboard`` is False: writes nothing."""
+
+    log_dir = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _run_tensorboard(logger):
+    """RecBole's ``get_tensorboard``, naming the folder after this run's log file: the handler the
+    runner marks (``_recbole_mm``) comes first, so that another file handler on the root logger (a
+    test runner's) cannot give every run the same folder."""
+    marked = [h for h in logging.getLogger().handlers if getattr(h, "_recbole_mm", False) and hasattr(h, "baseFilename")]
+    if not marked:
+        return get_tensorboard(logger)
+    name = os.path.basename(marked[0].baseFilename).split(".")[0]
+    return SummaryWriter(os.path.join("log_tensorboard", name))
+
+
+@contextmanager
+def _tensorboard_of_run(enabled: bool):
+    """RecBole's ``Trainer.__init__`` opens a ``SummaryWriter`` (creating its folder) through its
+    module's ``get_tensorboard``; during one trainer construction that gives the run's writer
+    (:func:`_run_tensorboard`), or :class:`_NoTensorBoard` when ``log_tensorboard`` is False."""
+    module = sys.modules[Trainer.__module__]
+    original = module.get_tensorboard
+    module.get_tensorboard = _run_tensorboard if enabled else (lambda logger: _NoTensorBoard())
+    try:
+        yield
+    finally:
+        module.get_tensorboard = original
+
+
+def _loss_value(loss) -> float:
+    return float(sum(loss)) if isinstance(loss, tuple) else float(loss)
+
+
+class RunRecordMixin:
+    """What a run leaves to look at:
+
+    - ``train_loss_history`` (RecBole's epoch loss, as logged: the sum over the epoch's batches,
+      loss parts added) and ``valid_history`` (``{"epoch", "score", "result"}`` per evaluation),
+      kept in the results JSON and drawn as the training curve;
+    - RecBole's TensorBoard events (``log_tensorboard/<log name>/``: train loss, valid score,
+      hyper-parameters), or none with ``log_tensorboard: False``."""
+
+    def __init__(self, config, model):
+        with _tensorboard_of_run(config["log_tensorboard"] is not False):
+            super().__init__(config, model)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.__dict__.setdefault("train_loss_history", []).append(_loss_value(loss))
+        self._recorded_epoch = epoch_idx
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.__dict__.setdefault("valid_history", []).append({
+            "epoch": getattr(self, "_recorded_epoch", None), "score": float(score),
+            "result": {key: float(value) for key, value in (result or {}).items()}})
+        return score, result
+
+
 class LearningRateDecayMixin:
     """``learning_rate_decay``: every parameter group's learning rate is multiplied by it after
     each training epoch (the learning rates live in the optimiser's state, so a resumed run
@@ -164,16 +240,18 @@ class LearningRateDecayMixin:
         return result
 
 
-PLUGIN_MIXINS = (CPUDistributedMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin, HistoryMaskMixin)
+PLUGIN_MIXINS = (CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin,
+                 HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:
-    """A subclass of ``trainer_class`` with the plugin's timing, safe checkpoint load and history masking."""
+    """A subclass of ``trainer_class`` with the plugin's timing, epoch history, safe checkpoint load and
+    history masking."""
     if issubclass(trainer_class, HistoryMaskMixin):
         return trainer_class
     return type(trainer_class.__name__, PLUGIN_MIXINS + (trainer_class,), {})
 
 
-class MMTrainer(CPUDistributedMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin, HistoryMaskMixin,
-                Trainer):
+class MMTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin,
+                HistoryMaskMixin, Trainer):
     """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""

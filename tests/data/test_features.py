@@ -101,3 +101,43 @@ def test_duplicate_keys(tmp_path):
 def test_unknown_modality():
     with pytest.raises(ValueError, match=r"unknown modality 'audio'"):
         check_modalities(["text", "audio"])
+
+
+def _split_folders(tiny_data_path, root, feature_modalities):
+    """The tiny data set's .inter files in <root>/data/tiny/, the given modalities' feature files
+    in <root>/dataset/tiny/ (where the preprocessing writes)."""
+    import shutil
+
+    source = os.path.join(tiny_data_path, "tiny")
+    for folder in ("data", "dataset"):
+        os.makedirs(os.path.join(root, folder, "tiny"))
+    for name in os.listdir(source):
+        if name.endswith(".inter"):
+            shutil.copy(os.path.join(source, name), os.path.join(root, "data", "tiny", name))
+        elif name.split(".")[1] in feature_modalities:
+            shutil.copy(os.path.join(source, name), os.path.join(root, "dataset", "tiny", name))
+    return os.path.join(root, "data")
+
+
+def test_features_found_in_dataset_folder_and_modalities_from_the_files(tiny_config, tiny_data_path, tmp_path,
+                                                                        monkeypatch, caplog):
+    from recbole_mm.config import MMConfig
+    from recbole_mm.data.utils import create_dataset
+
+    data_path = _split_folders(tiny_data_path, str(tmp_path), ("text", "image"))
+    monkeypatch.chdir(tmp_path)
+    settings = {k: v for k, v in tiny_config(data_path=data_path).items() if k != "modalities"}
+    config = MMConfig("ANT", "tiny", config_dict=settings)
+    assert config["modalities"] == ["text", "image", "price"] and not config.given("modalities")
+    with caplog.at_level("INFO"):
+        dataset = create_dataset(config)
+    assert set(dataset.item_features) == {"text", "image"} and config["modalities"] == ["text", "image"]
+    assert "modalities ['text', 'image']: the feature files present" in caplog.text
+    assert dataset.item_features["text"].mask[1:].all()
+    # a modality the user asks for is required: the error names every folder looked in
+    explicit = MMConfig("ANT", "tiny", config_dict={**settings, "modalities": ["text", "price"]})
+    assert explicit.given("modalities")
+    with pytest.raises(FeatureFileError, match=r"tiny.price.npy not found .*\(looked in .*data/tiny, dataset/tiny\)"):
+        create_dataset(explicit)
+    # the model YAML's default (UniSRec: text) is kept as the upper bound
+    assert MMConfig("UniSRec", "tiny", config_dict=settings)["modalities"] == ["text"]

@@ -106,3 +106,34 @@ def make_vision_encoder(path):
     CLIPVisionModel(config).eval().save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+def make_own_dataset(folder, name="myshop", n_users=160, n_items=60, seed=5, images=True, prices=True):
+    """A user's own data folder (docs/own_data.md): ``<name>.interactions.csv`` (user, item, ISO
+    timestamp), ``<name>.items.tsv`` (item, title[, price]) and, optionally, ``images/<item>.png``
+    for every third item. Users walk through item groups, so that the next item is learnable.
+    Returns the folder."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    items = [f"sku{i:03d}" for i in range(n_items)]
+    with open(os.path.join(folder, f"{name}.interactions.csv"), "w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for u in range(n_users):
+            start = int(rng.integers(0, n_items))
+            for j in range(int(rng.integers(6, 11))):
+                item = items[(start + 2 * j + int(rng.integers(0, 2))) % n_items]  # distinct, in a walk
+                f.write(f"u{u},{item},2024-01-{1 + j:02d}T{u % 24:02d}:00:00\n")
+    with open(os.path.join(folder, f"{name}.items.tsv"), "w") as f:
+        f.write("item\ttitle" + ("\tprice" if prices else "") + "\n")
+        for i, item in enumerate(items):
+            title = f"{WORDS[i % 20]} {WORDS[(i // 3) % 20]} kit"
+            price = ("" if i % 5 == 0 else f"${3 + i}.50") if prices else None
+            f.write(f"{item}\t{title}" + (f"\t{price}" if prices else "") + "\n")
+    if images:
+        from PIL import Image
+
+        os.makedirs(os.path.join(folder, "images"))
+        for i in range(0, n_items, 3):
+            arr = rng.integers(0, 255, size=(24, 24, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(os.path.join(folder, "images", f"{items[i]}.png"))
+    return folder
