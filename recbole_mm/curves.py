@@ -39,7 +39,7 @@ def plot_training_curve(result: dict, path: str) -> Optional[str]:
             else min(range(len(scores)), key=scores.__getitem__)
         score_axis.axvline(epochs[best], color="grey", linestyle=":", linewidth=1)
         score_axis.annotate(f"best {scores[best]:.4f}", (epochs[best], scores[best]), textcoords="offset points",
-                            xytext=(4, -12), fontsize=8)
+                            xytext=(4, 6), fontsize=8)
     test = result.get("test_result") or {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in list(test.items())[:2])
     loss_axis.set_title(f"{result.get('model')} on {result.get('dataset')}" + (f" (test {shown})" if shown else ""),
