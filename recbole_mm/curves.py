@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from recbole_mm.fileio import atomic_output
+from recbole_mm.fileio import write_figure_atomic
 
 
 def plot_training_curve(result: dict, path: str) -> Optional[str]:
@@ -45,7 +45,6 @@ def plot_training_curve(result: dict, path: str) -> Optional[str]:
     loss_axis.set_title(f"{result.get('model')} on {result.get('dataset')}" + (f" (test {shown})" if shown else ""),
                         fontsize=9)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    write_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -76,3 +76,10 @@ def progress_on_terminal() -> bool:
     a terminal and off in CI, tests and redirected logs."""
     stream = sys.stderr
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def write_figure_atomic(fig, path: str, dpi: int = 120) -> str:
+    """Save a matplotlib figure as PNG to ``path`` atomically (a reader never sees half a file)."""
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path

@@ -19,7 +19,7 @@ import os
 from typing import List, Optional
 
 from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name
-from recbole_mm.fileio import atomic_output, write_json_atomic
+from recbole_mm.fileio import atomic_output, write_figure_atomic, write_json_atomic
 from recbole_mm.utils import quiet_known_warnings
 
 METRICS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50")
@@ -114,8 +114,7 @@ def plot_bars(table: List[dict], path: str, dataset: str) -> None:
     ax.set_title(f"{dataset}: full ranking, history masked")
     ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    write_figure_atomic(fig, path)
     plt.close(fig)
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from recbole_mm.checkpoint import load_pretrained  # noqa: E402
-from recbole_mm.fileio import atomic_output, write_text_atomic  # noqa: E402
+from recbole_mm.fileio import write_figure_atomic, write_text_atomic  # noqa: E402
 
 
 def loss_history(path: str) -> List[dict]:
@@ -55,8 +55,7 @@ def draw(paths: List[str], out: str, labels: Optional[List[str]] = None) -> str:
     ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with atomic_output(out + ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    write_figure_atomic(fig, out + ".png")
     plt.close(fig)
     text = "\n".join(lines)
     write_text_atomic(out + ".md", text + "\n")

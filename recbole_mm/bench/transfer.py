@@ -34,7 +34,7 @@ import yaml  # noqa: E402
 
 from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides, safe_name  # noqa: E402
 from recbole_mm.config import ADAPTATION_CHOICES, ADAPTATION_MODES  # noqa: E402
-from recbole_mm.fileio import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
+from recbole_mm.fileio import write_csv_atomic, write_figure_atomic, write_text_atomic  # noqa: E402
 from recbole_mm.utils import quiet_known_warnings
 
 MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning", "auto": "auto"}
@@ -166,8 +166,7 @@ def _plot(summary: Dict[tuple, Dict], models: List[str], modes: List[str], path:
     ax.set_title(f"transfer to {target}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    write_figure_atomic(fig, path)
     plt.close(fig)
 
 
