@@ -46,9 +46,9 @@ def draw(paths: List[str], out: str, labels: Optional[List[str]] = None) -> str:
             ax.plot(epochs, [r["seq_item"] for r in history], linestyle="--", label=f"{label} (sequence-item)")
         lines += [f"### {label}", "", "| epoch | total | sequence-item | auxiliary | fall |", "| ---: | ---: | ---: | ---: | ---: |"]
         for e, record in zip(epochs, history):
-            fall = history[e - 2]["total"] - record["total"] if e > 1 else float("nan")
+            fall = f"{history[e - 2]['total'] - record['total']:.4f}" if e > 1 else "–"
             lines.append(f"| {e} | {record['total']:.4f} | {record['seq_item']:.4f} | {record['auxiliary']:.4f} | "
-                         f"{fall:.4f} |")
+                         f"{fall} |")
         lines.append("")
     ax.set_xlabel("epoch")
     ax.set_ylabel("pre-training loss")
