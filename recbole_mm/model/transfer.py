@@ -6,8 +6,9 @@ features) and sequences by a :class:`~recbole_mm.model.layers.CausalTransformer`
 parameter except an optional item-ID embedding (``_e`` variants) is independent of the item set
 and can move to another domain. The class provides
 
-- the pre-training objective (:meth:`pretrain_loss`): an in-batch sequence-item contrastive loss
-  plus a model-specific auxiliary term (:meth:`auxiliary_pretrain_loss`);
+- the pre-training objective (:meth:`pretrain_loss`): a sequence-item contrastive loss (negatives:
+  the batch's other items, or every item of every pre-training domain with
+  ``pretrain_negatives: all``) plus a model-specific auxiliary term (:meth:`auxiliary_pretrain_loss`);
 - the transfer hook (:meth:`adapt_from_pretrained`) that the runner calls for the adaptation
   modes ``ground_built``, ``fine_tune`` and ``re_learning`` (docs/transfer.md).
 """
@@ -41,6 +42,9 @@ def in_batch_contrastive(queries: torch.Tensor, keys: torch.Tensor, temperature:
     return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
 
+PRETRAIN_NEGATIVES = ("in_batch", "all")
+
+
 class TransferableRecommender(MMSequentialRecommender, Transferable):
     """Base of the plugin's transferable models (ANT, UniSRec); see the module docstring.
 
@@ -56,6 +60,10 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.architecture = {k: config[k] for k in ARCHITECTURE_KEYS}
+        self.pretrain_negatives = config["pretrain_negatives"] or "in_batch"
+        if self.pretrain_negatives not in PRETRAIN_NEGATIVES:
+            raise ValueError(f"config key `pretrain_negatives` must be one of {list(PRETRAIN_NEGATIVES)}, "
+                             f"got {self.pretrain_negatives!r}")
 
     def build_encoders(self, config, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor],
                        fusion_beta: float = 0.0) -> None:
@@ -97,8 +105,10 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
     def pretrain_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         """(sequence-item loss, weighted auxiliary loss) on a whole-sequence batch.
 
-        Only the items of the batch are encoded, so the cost does not grow with the number of
-        items of all pre-training domains together.
+        ``pretrain_negatives: in_batch`` (default): only the items of the batch are encoded and the
+        other targets of the batch are the negatives, so the cost does not grow with the number of
+        items of all pre-training domains together. ``all``: a full softmax over every item of every
+        pre-training domain (the padding id excluded).
         """
         if self.TARGET_SEQ not in interaction:
             raise KeyError(f"pre-training needs whole-sequence batches with field {self.TARGET_SEQ!r}")
@@ -110,9 +120,18 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
         output = self.sequence_encoder(item_seq, seq_emb)
         valid = targets > 0
         target_reps = reps[inverse[n:]].view(*targets.shape, -1)[valid]
-        seq_item = in_batch_contrastive(output[valid], target_reps, self.temperature, targets[valid])
+        if self.pretrain_negatives == "all":
+            seq_item = self.full_softmax_loss(output[valid], targets[valid])
+        else:
+            seq_item = in_batch_contrastive(output[valid], target_reps, self.temperature, targets[valid])
         aux = self.auxiliary_pretrain_loss(interaction, item_seq, output, unique)
         return seq_item, aux
+
+    def full_softmax_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``outputs`` over the scores of every item (the padding id 0 masked)."""
+        logits = self.score(outputs, self.item_table())
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, targets)
 
     def auxiliary_pretrain_loss(self, interaction, item_seq: torch.Tensor, output: torch.Tensor,
                                 batch_items: torch.Tensor) -> torch.Tensor:

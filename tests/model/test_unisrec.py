@@ -1,6 +1,8 @@
 """UniSRec and UniSRec_e: text-only MoE adaptor, pre-training losses, both fine-tuning settings."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
@@ -51,6 +53,28 @@ def test_unisrec_pretrain_losses(tiny_config):
     assert seq_item > 0 and 0 < seq_seq < 0.01 * 10  # weighted by pretrain_seq_seq_weight = 1e-3
     seq_item.add(seq_seq).backward()
     assert model.item_encoder.adaptors["text"].expert_weight.grad.abs().sum() > 0
+
+
+def test_full_softmax_pretraining_scores_every_item(tiny_config):
+    """pretrain_negatives=all: the sequence-item loss is the cross-entropy over every item's score
+    (padding excluded), not over the batch's targets; a bad value is refused by key."""
+    _, model, train = build("UniSRec", tiny_config, modalities=["text"], pretrain_negatives="all")
+    model.eval()  # no dropout / gate noise: the same representations in both computations
+    batch = next(iter(train))
+    with torch.no_grad():
+        loss, _ = model.pretrain_loss(batch)
+        item_seq, targets = model.training_targets(batch)
+        output = model.sequence_encoder(item_seq, model.item_table()[item_seq])
+        valid = targets > 0
+        logits = model.score(output[valid], model.item_table())
+        logits[:, 0] = float("-inf")
+        expected = F.cross_entropy(logits, targets[valid])
+        model.pretrain_negatives = "in_batch"
+        in_batch, _ = model.pretrain_loss(batch)
+    torch.testing.assert_close(loss, expected)
+    assert abs(float(loss) - float(in_batch)) > 1e-3  # the negatives really differ
+    with pytest.raises(ValueError, match="pretrain_negatives"):
+        build("UniSRec", tiny_config, modalities=["text"], pretrain_negatives="some")
 
 
 def test_unisrec_beats_most_popular(tiny_config, tiny_data_path):
