@@ -38,6 +38,17 @@ def split_item_text(text: str) -> Tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+TEXT_FIELDS = ("all", "title")
+
+
+def select_text_fields(text: str, fields: str) -> str:
+    """The part of an Amazon item text to embed: ``all`` (title. categories. brand.) or ``title``
+    (the title alone, as in a source domain that has titles only, e.g. Games)."""
+    if fields not in TEXT_FIELDS:
+        raise ValueError(f"text_fields must be one of {list(TEXT_FIELDS)}, got {fields!r}")
+    return text if fields == "all" else split_item_text(text)[0].strip() + "."
+
+
 def category_words(categories: str) -> List[str]:
     words = [w.strip(",;:()").lower() for w in categories.split()]
     return [w for w in words if WORD.search(w)]

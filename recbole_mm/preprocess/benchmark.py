@@ -25,17 +25,18 @@ import numpy as np
 from recbole_mm.data.features import PREPROCESS_OUTPUT_DIR, write_feature_file
 from recbole_mm.data.raw_items import read_item2index
 from recbole_mm.preprocess.text_features import build_text_features as text_step
+from recbole_mm.preprocess.attributes import TEXT_FIELDS
 from recbole_mm.preprocess.settings import train_command
 from recbole_mm.preprocess.text import add_text_encoder_arguments
 
 
 def build_text_features(src: str, out: str, name: str, encoder_path=None, batch_size=64, max_length=128,
-                        pooling="mean", device="cpu") -> str:
+                        pooling="mean", device="cpu", text_fields: str = "all") -> str:
     """``<out>/<name>.text.npy/.keys`` from ``<src>/<name>.text``: the preprocessing pipeline's
     (resumable) text step, :func:`recbole_mm.preprocess.text_features.build_text_features`."""
     stem = os.path.join(out, f"{name}.text")
     text_step(os.path.join(src, f"{name}.text"), os.path.join(src, f"{name}.item2index"), stem, encoder_path,
-              pooling, batch_size, max_length, device)
+              pooling, batch_size, max_length, device, text_fields=text_fields)
     return stem
 
 
@@ -62,6 +63,9 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default=None, help="data set name (default: the --src folder name)")
     add_text_encoder_arguments(parser)
     parser.add_argument("--image_npz", default=None, help="image feature npz in --src (default: <D>.clip_image.npz)")
+    parser.add_argument("--text_fields", choices=TEXT_FIELDS, default="all",
+                        help="all: the whole item text (title. categories. brand.); title: the title alone "
+                             "(to match a source domain with titles only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     name = args.name or os.path.basename(os.path.normpath(args.src))
@@ -69,7 +73,7 @@ def main(argv=None) -> None:
     if not os.path.isdir(args.src):
         raise FileNotFoundError(f"--src {args.src} is not a folder")
     print(build_text_features(args.src, out, name, args.text_encoder, args.batch_size, args.max_length,
-                              args.pooling, args.device))
+                              args.pooling, args.device, args.text_fields))
     npz = args.image_npz or f"{name}.clip_image.npz"
     if os.path.isfile(os.path.join(args.src, npz)):
         print(import_image_npz(args.src, out, name, npz))

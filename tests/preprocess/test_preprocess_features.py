@@ -10,6 +10,9 @@ from PIL import Image
 from recbole_mm.data.lmdb_store import ImageStore, build_image_lmdb, lmdb_content_sha256, scan_image_folder
 from recbole_mm.preprocess.chunked import extract_in_chunks
 from recbole_mm.preprocess.image import embed_images, load_vision_encoder
+from recbole_mm.preprocess.text_features import build_text_features
+
+from helpers.preprocess import make_text_encoder
 
 
 def _img(path, seed, size=(12, 10)):
@@ -118,3 +121,26 @@ def test_chunks_resume_and_changed_fingerprint_discards(tmp_path):
     calls.clear()
     extract_in_chunks(10, encode, work, 4, "fp2", show_progress=False)
     assert calls == [0, 4, 8]  # other inputs or settings: nothing reused
+
+
+def test_title_only_text_features_embed_the_titles_alone(tmp_path):
+    """--text_fields=title (make a full-text target like a titles-only source): the features equal
+    those of a text file holding the titles alone, and differ from the full text's."""
+    encoder = make_text_encoder(str(tmp_path / "encoder"))
+    full = {"A1": "red glass tape roll. industrial scientific supply. acme.", "A2": "steel probe kit. lab. brand."}
+    titles = {"A1": "red glass tape roll.", "A2": "steel probe kit."}
+    (tmp_path / "D.item2index").write_text("A1\t1\nA2\t2\n")
+    for name, rows in (("full", full), ("titles", titles)):
+        (tmp_path / f"{name}.text").write_text("item_id:token\ttext:token_seq\n"
+                                               + "".join(f"{k}\t{v}\n" for k, v in rows.items()))
+    stems = {}
+    for name, source, fields in (("title_only", "full", "title"), ("titles", "titles", "all"), ("full", "full", "all")):
+        stems[name] = str(tmp_path / "out" / name)
+        build_text_features(str(tmp_path / f"{source}.text"), str(tmp_path / "D.item2index"), stems[name],
+                            encoder, batch_size=2, show_progress=False, text_fields=fields)
+    title_only, titles_alone, whole = (np.load(stems[n] + ".npy") for n in ("title_only", "titles", "full"))
+    np.testing.assert_allclose(title_only, titles_alone, rtol=1e-5, atol=1e-6)
+    assert np.abs(title_only - whole).max() > 1e-3
+    with pytest.raises(ValueError, match="text_fields"):
+        build_text_features(str(tmp_path / "full.text"), str(tmp_path / "D.item2index"), stems["full"] + "x",
+                            encoder, show_progress=False, text_fields="brand")
