@@ -40,6 +40,9 @@ STAGES = ("train", "pretrain")
 ADAPTATION_MODES = ("ground_built", "fine_tune", "re_learning")
 # `auto`: choose among ADAPTATION_MODES by validation score (runner, docs/transfer.md)
 ADAPTATION_CHOICES = ADAPTATION_MODES + ("auto",)
+# adaptation auto: guarded = ground-built always trains to its end (never worse by validation);
+# commit = every candidate is probed, then only the leader trains on (cheaper, no guard)
+AUTO_STRATEGIES = ("guarded", "commit")
 
 
 def check_choice(key: str, value, allowed: Sequence[str]) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from logging import getLogger
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
@@ -27,7 +27,7 @@ from recbole_mm.checkpoint import (
     set_rng_states,
     trusted_torch_load,
 )
-from recbole_mm.config import ADAPTATION_MODES, MMConfig, adaptation_mode, check_choice
+from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, MMConfig, adaptation_mode, check_choice
 from recbole_mm.curves import plot_training_curve
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
@@ -201,8 +201,8 @@ def run_single(
 
 
 def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> Pipeline:
-    """``adaptation: auto``: a race of the ``auto_candidates`` on the validation metric, guarded by
-    ground-built training (docs/transfer.md).
+    """``adaptation: auto``: a race of the ``auto_candidates`` on the validation metric
+    (docs/transfer.md); ``auto_strategy`` says how.
 
     Every candidate gets its own model, built and adapted exactly as a run of that mode, its own
     trainer, RNG state and batch order, so each candidate's epochs are those of its own run.
@@ -212,7 +212,9 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     (the probes included) reach ``auto_budget`` x ground-built's epochs. The candidate with the best
     validation score wins; its best checkpoint is evaluated. Short probes favour modes that start
     high (fine-tune), so ground-built is never dropped: a transfer mode is chosen only where its
-    validation score beats ground-built's own final one.
+    validation score beats ground-built's own final one. That is ``auto_strategy: guarded``;
+    ``commit`` probes every candidate, ground-built included, ``auto_probe_epochs`` epochs and
+    trains only the best of them on, to its own early stop (about the cost of one run, no guard).
     """
     config = pipe.config
     if not config["pretrained_checkpoint"]:
@@ -224,6 +226,8 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     candidates = list(config["auto_candidates"] or ADAPTATION_MODES)
     for mode in candidates:
         check_choice("auto_candidates", mode, ADAPTATION_MODES)
+    strategy = config["auto_strategy"] or "guarded"
+    check_choice("auto_strategy", strategy, AUTO_STRATEGIES)
     probe_epochs, budget = int(config["auto_probe_epochs"]), float(config["auto_budget"])
     if probe_epochs < 1 or budget < 0:
         raise ValueError(f"config keys `auto_probe_epochs` (>= 1) and `auto_budget` (>= 0): got {probe_epochs}, "
@@ -250,6 +254,44 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     def score(mode: str) -> float:
         return sign * float(runs[mode]["trainer"].best_valid_score)
 
+    if strategy == "commit":
+        _probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
+    else:
+        _guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
+    winner = max(candidates, key=score)
+    rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
+                  "stopped_early": runs[m]["trainer"].cur_step > runs[m]["trainer"].stopping_step} for m in candidates}
+    logger.info(set_color("adaptation auto", "yellow") + f": {winner} wins ({config['valid_metric']} "
+                + ", ".join(f"{m} {r['best_valid_score']:.4f} after {r['epochs']} epochs" for m, r in rounds.items())
+                + ")")
+    config["adaptation"] = winner
+    other_seconds = sum(sum(r["trainer"].train_epoch_seconds) + sum(getattr(r["trainer"], "eval_seconds", []))
+                        for m, r in runs.items() if m != winner)
+    adaptation = {**runs[winner]["summary"], "mode": winner, "auto": {
+        "strategy": strategy, "candidates": candidates, "probe_epochs": probe_epochs, "budget": budget,
+        "valid_metric": config["valid_metric"], "candidates_run": rounds, "winner": winner,
+        "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
+    return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
+                    runs[winner]["trainer"], adaptation, trained=True)
+
+
+def _probe_then_commit(runs: dict, candidates: List[str], probe_epochs: int, train_one_epoch: Callable,
+                       score: Callable, sign: float, logger: logging.Logger) -> None:
+    """``auto_strategy: commit``: every candidate ``probe_epochs`` epochs, then the leader to its end."""
+    for mode in candidates:
+        while runs[mode]["epochs"] < probe_epochs and not runs[mode]["stopped"]:
+            train_one_epoch(mode)
+    leader = max(candidates, key=score)
+    logger.info(set_color("adaptation auto", "yellow") + f": after {probe_epochs} probe epochs "
+                + ", ".join(f"{m} {score(m) * sign:.4f}" for m in candidates) + f"; {leader} trains on alone")
+    while not runs[leader]["stopped"]:
+        train_one_epoch(leader)
+
+
+def _guarded_race(runs: dict, candidates: List[str], probe_epochs: int, budget: float, train_one_epoch: Callable,
+                  score: Callable, sign: float, logger: logging.Logger) -> None:
+    """``auto_strategy: guarded``: ground-built to its end; the transfer modes probed, the best of
+    them on within ``budget`` x ground-built's epochs."""
     baseline = "ground_built" if "ground_built" in runs else candidates[0]
     transfer = [m for m in candidates if m != baseline]
     leader = None
@@ -273,21 +315,6 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
                 progressed = True
         if not progressed:
             break
-    winner = max(candidates, key=score)
-    rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
-                  "stopped_early": runs[m]["trainer"].cur_step > runs[m]["trainer"].stopping_step} for m in candidates}
-    logger.info(set_color("adaptation auto", "yellow") + f": {winner} wins ({config['valid_metric']} "
-                + ", ".join(f"{m} {r['best_valid_score']:.4f} after {r['epochs']} epochs" for m, r in rounds.items())
-                + ")")
-    config["adaptation"] = winner
-    other_seconds = sum(sum(r["trainer"].train_epoch_seconds) + sum(getattr(r["trainer"], "eval_seconds", []))
-                        for m, r in runs.items() if m != winner)
-    adaptation = {**runs[winner]["summary"], "mode": winner, "auto": {
-        "candidates": candidates, "probe_epochs": probe_epochs, "budget": budget,
-        "valid_metric": config["valid_metric"], "candidates_run": rounds, "winner": winner,
-        "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
-    return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
-                    runs[winner]["trainer"], adaptation, trained=True)
 
 
 def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:

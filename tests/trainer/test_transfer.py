@@ -443,6 +443,17 @@ def test_auto_adaptation_picks_the_best_validation_mode_and_equals_its_own_run(p
                                                           auto_probe_epochs=1, auto_budget=0.5, **common))
     ran = budgeted["adaptation"]["auto"]["candidates_run"]
     assert sum(r["epochs"] for m, r in ran.items() if m != "ground_built") == 2  # 0.5 x ground-built's 4 epochs
+    committed = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "commit", adaptation="auto",
+                                                           auto_strategy="commit", auto_probe_epochs=1, **common))
+    info = committed["adaptation"]["auto"]
+    ran, winner = info["candidates_run"], info["winner"]
+    assert info["strategy"] == "commit" and winner == committed["adaptation"]["mode"]
+    assert ran[winner]["epochs"] == 4 and all(r["epochs"] == 1 for m, r in ran.items() if m != winner)
+    alone = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "alone_c", adaptation=winner, **common))
+    assert committed["test_result"] == alone["test_result"]
+    with pytest.raises(ValueError, match="auto_strategy"):
+        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "bad_s", adaptation="auto",
+                                                    auto_strategy="greedy", **common))
     with pytest.raises(ValueError, match="auto_candidates"):
         run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "bad", adaptation="auto",
                                                     auto_candidates=["ground_built", "finetune"], **common))
