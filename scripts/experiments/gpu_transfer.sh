@@ -9,6 +9,9 @@
 #   PLAN=reverse     source Scientific, target Games: ANT and UniSRec pre-trained on Scientific here,
 #                    then ground-built / fine-tune / re-learning on Games; and, with ANT_CK, the
 #                    Scientific cells of ANT under the current defaults
+#   PLAN=recipe      ANT pre-trained on Games with other temperature / batch / negatives, and on
+#                    Games + Scientific; fine-tune and re-learning on Scientific; with TITLE_FEATURES
+#                    (a folder with Scientific.text.npy of the titles alone), Scientific as titles
 #
 #   PLAN=scientific DATA=<folder with Scientific/ and Games/, features included> ANT_CK=<file> \
 #       bash scripts/experiments/gpu_transfer.sh
@@ -35,17 +38,19 @@ if ! grep -q "${SMOKE_DEVICE:-cuda}" $RUNS/.smoke/*.json 2>/dev/null; then
 fi
 echo "smoke ok after $(elapsed) s: $(grep -o '"device": "[^"]*"' $RUNS/.smoke/*.json | head -1)"
 
-pretrain() {  # model domain: snapshots at PRETRAIN_EPOCHS in $RUNS/pretrain_<model>_<domain>/snapshots/e<E>.pth
-  local dir=$RUNS/pretrain_$1_$2 E LAST CKPT
+pretrain() {  # model domains [tag [settings...]]: snapshots at PRETRAIN_EPOCHS in
+              # $RUNS/pretrain_<model>_<domains><tag>/snapshots/e<E>.pth
+  local model=$1 domains=$2 tag=${3:-} dir=$RUNS/pretrain_$1_${2//,/+}${3:-} E LAST CKPT
+  shift 3 2>/dev/null || shift $#
   mkdir -p $dir/snapshots
   for E in $PRETRAIN_EPOCHS; do
     LAST=$(ls -t $dir/*-last.pth 2>/dev/null | head -1)
-    python run_recbole_mm.py --model=$1 --stage=pretrain --dataset=$2 --data_path=$DATA --epochs=$E \
-        --checkpoint_dir=$dir ${LAST:+--resume_from=$LAST} >> $RUNS/logs/pretrain_$1_$2.log 2>&1 \
-        || { touch $dir/failed; echo "$1 pre-training on $2 failed"; tail -20 $RUNS/logs/pretrain_$1_$2.log; return 1; }
-    CKPT=$(ls -t $dir/$1-pretrain-$2-*.pth | grep -v -- -last.pth | head -1)
+    python run_recbole_mm.py --model=$model --stage=pretrain --dataset=$domains --data_path=$DATA --epochs=$E \
+        --checkpoint_dir=$dir ${LAST:+--resume_from=$LAST} "$@" >> $dir.log 2>&1 \
+        || { touch $dir/failed; echo "$model pre-training on $domains$tag failed"; tail -20 $dir.log; return 1; }
+    CKPT=$(ls -t $dir/$model-pretrain-*.pth | grep -v -- -last.pth | head -1)
     cp "$CKPT" $dir/snapshots/e$E.pth.tmp && mv $dir/snapshots/e$E.pth.tmp $dir/snapshots/e$E.pth
-    echo "$1 pre-trained on $2 for $E epochs after $(elapsed) s"
+    echo "$model pre-trained on $domains$tag for $E epochs after $(elapsed) s"
   done
 }
 
@@ -95,7 +100,36 @@ case $PLAN in
         fi
       done
     } > $RUNS/jobs.txt ;;
-  *) echo "unknown PLAN=$PLAN (scientific | reverse)"; exit 1 ;;
+  recipe)  # issue 14's recipe study: the pre-training settings and the text format, ANT, Scientific target
+    [ -n "$ANT_CK" ] || { echo "PLAN=recipe needs ANT_CK (ANT pre-trained on Games with the defaults)"; exit 1; }
+    PRETRAIN_EPOCHS=10
+    (
+      pretrain ANT Games _t0.05 --temperature=0.05 & pretrain ANT Games _t0.1 --temperature=0.1 &
+      pretrain ANT Games _b1024 --train_batch_size=1024 & pretrain ANT Games _b4096 --train_batch_size=4096 &
+      pretrain ANT Games _all --pretrain_negatives=all & pretrain ANT Games,Scientific "" &
+      wait
+    ) & PRETRAIN=$!
+    {
+      if [ -n "${TITLE_FEATURES:-}" ]; then  # Scientific's text as titles alone, like Games'
+        for S in $SEEDS; do
+          for M in ground_built fine_tune re_learning; do
+            C=$([ $M = ground_built ] || echo $ANT_CK)
+            echo "$(cell Scientific Games scientific_title ANT $M $S $C | sed "s|--data_path=|--feature_dir=$TITLE_FEATURES --data_path=|")"
+          done
+        done
+      fi
+      for S in 2020 2021; do
+        for V in _t0.05 _t0.1 _b1024 _b4096 _all; do
+          for M in fine_tune re_learning; do
+            cell Scientific Games recipe$V ANT $M $S $RUNS/pretrain_ANT_Games$V/snapshots/e10.pth
+          done
+        done
+        for M in fine_tune re_learning; do
+          cell Scientific Games,Scientific mixed_to_scientific ANT $M $S $RUNS/pretrain_ANT_Games+Scientific/snapshots/e10.pth
+        done
+      done
+    } > $RUNS/jobs.txt ;;
+  *) echo "unknown PLAN=$PLAN (scientific | reverse | recipe)"; exit 1 ;;
 esac
 
 tr '\n' '\0' < $RUNS/jobs.txt | xargs -0 -P $PAR -I{} bash -c "{}" &
