@@ -7,18 +7,23 @@ space and leaves no partial file."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from helpers import TINY_MODEL
 from recbole_mm import cli
 from recbole_mm.checkpoint import rng_states, set_rng_states
+from recbole_mm.data.aliexpress import convert_csv
 from recbole_mm.data.features import write_feature_file
 from recbole_mm.data.lmdb_store import ImageStore, build_image_lmdb
 from recbole_mm.fileio import atomic_folder, write_json_atomic
+from recbole_mm.data.synthetic_countries import CountrySpec, write_country_csvs
 from recbole_mm.runner import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,10 +49,8 @@ def _write_payload_checkpoint(path, marker) -> str:
 @pytest.fixture(scope="module")
 def data_path(tiny_data_path):
     """The conftest's ``tiny`` data set, and two small countries (SRC, TGT) for the multi-task models."""
-    from recbole_mm.data.aliexpress import convert_csv
-    from recbole_mm.data.synthetic_countries import CountrySpec, write_country_csvs
-
-    for spec in (CountrySpec("SRC", seed=5, n_train=400, n_test=100), CountrySpec("TGT", seed=6, n_train=400, n_test=100)):
+    for spec in (CountrySpec("SRC", seed=5, n_train=400, n_test=100),
+                 CountrySpec("TGT", seed=6, n_train=400, n_test=100)):
         folder = os.path.join(tiny_data_path, spec.name)
         if not os.path.isdir(folder):
             csvs = write_country_csvs(spec, folder)
@@ -134,13 +137,12 @@ def test_damaged_checkpoint_is_refused_by_name_before_any_data_loads(kind, key, 
 def written_files(tiny_data_path, tmp_path_factory):
     """Every checkpoint format the plugin writes: best model and resume state of a training run,
     transferable checkpoint and resume state of a pre-training run."""
-    from helpers import TINY_MODEL
-
     base = dict(TINY_MODEL, data_path=tiny_data_path, checkpoint_dir=str(tmp_path_factory.mktemp("saved")),
                 modalities=["text", "image", "price"], seed=7, epochs=1)
     trained = run("ANT", "tiny", config_dict=base)
     pretrained = run("ANT", "tiny", config_dict=dict(base, stage="pretrain"))
-    return {"best model": trained["checkpoint"], "training state": os.path.splitext(trained["checkpoint"])[0] + "-last.pth",
+    return {"best model": trained["checkpoint"],
+            "training state": os.path.splitext(trained["checkpoint"])[0] + "-last.pth",
             "transferable": pretrained["checkpoint"], "pre-training state": pretrained["resume_state"]}
 
 
@@ -168,8 +170,6 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 # ----- lmdb image store -------------------------------------------------------------------------------
 @pytest.fixture
 def image_store(tmp_path) -> str:
-    from PIL import Image
-
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -209,8 +209,8 @@ def test_corrupt_image_store_is_refused_naming_it_and_force(damage, image_store)
 # ----- full disk --------------------------------------------------------------------------------------
 def _disk_full(*args, **kwargs):
     """Writes a little, then fails as a full disk does."""
-    target = args[1] if len(args) > 1 else kwargs.get("fp", kwargs.get("f"))
-    if hasattr(target, "write"):
+    target = next((a for a in list(args) + list(kwargs.values()) if hasattr(a, "write")), None)
+    if target is not None:  # torch.save(obj, f), json.dump(obj, f), np.save(f, array)
         target.write(b"partial" if "b" in getattr(target, "mode", "b") else "partial")
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -218,8 +218,6 @@ def _disk_full(*args, **kwargs):
 def _assert_disk_full_message(err, path):
     message = str(err)
     assert "\n" not in message and str(path) in message, message
-    import re
-
     assert re.search(FREE_SPACE, message), message
 
 
@@ -247,7 +245,7 @@ def test_full_disk_while_writing_names_the_path_and_keeps_the_old_file(what, tmp
         path = tmp_path / "D.text.npy"
         path.write_text("old")
         monkeypatch.setattr(np, "save", _disk_full)
-        write = lambda: write_feature_file(str(tmp_path / "D.text"), ["a", "b"], np.ones((2, 3), np.float32))  # noqa: E731
+        write = lambda: write_feature_file(str(tmp_path / "D.text"), ["a", "b"], np.ones((2, 3)))  # noqa: E731
     else:
         path = tmp_path / "D.images.lmdb"
         path.mkdir()

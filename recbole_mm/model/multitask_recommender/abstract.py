@@ -27,7 +27,8 @@ def vocab_sizes_of(checkpoint_file: str, key: str = "init_checkpoint") -> List[i
         sizes.append(state[f"input_layer.embeddings.{j}.weight"].shape[0] - 1)  # last row: out of vocabulary
         j += 1
     if not sizes:
-        raise ValueError(f"config key `{key}`: {checkpoint_file} holds no multi-task model (no input_layer.embeddings.*)")
+        raise ValueError(f"config key `{key}`: {checkpoint_file} holds no multi-task model "
+                         f"(no input_layer.embeddings.*)")
     return sizes
 
 
