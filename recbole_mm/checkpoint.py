@@ -1,7 +1,9 @@
 """Checkpoint files of the plugin: reading RecBole's, and the two formats the plugin writes.
 
-- RecBole best-model / resume checkpoints: :func:`load_checkpoint` (they pickle the run's
-  Config, so ``weights_only=False``; only for files a run of this plugin wrote).
+- Every checkpoint is read with ``torch.load(weights_only=True)`` (:func:`load_checkpoint`: a
+  pickle payload, a truncated, empty or corrupt file is refused in one line naming it) and written
+  as tensors and plain data (:func:`save_checkpoint`, :func:`plain`), atomically. RecBole's
+  best-model and resume checkpoints hold the Config as a plain dict (:func:`plain_config`).
 - Transferable checkpoints (``stage: pretrain``, docs/transfer.md)::
 
       {"format": "recbole_mm.transferable/1",
@@ -18,10 +20,11 @@ Bottom layer: imports nothing of the plugin but :mod:`recbole_mm.fileio`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-from typing import Dict, List, Sequence
+import re
+import zipfile
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,36 +45,128 @@ RESUME_KEYS = ARCHITECTURE_KEYS + (
 )
 
 
-# ----- RecBole checkpoints ------------------------------------------------------------------------
-def load_checkpoint(path: str, map_location=None) -> dict:
-    """``torch.load`` for the plugin's own (trusted) RecBole checkpoints.
+# ----- reading and writing, safely ----------------------------------------------------------------
+def _where(key: Optional[str]) -> str:
+    return f"config key `{key}`: " if key else ""
 
-    They pickle the run's Config, which ``weights_only=True`` (torch >= 2.6 default) refuses.
-    """
+
+def _refusal(err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line (its own message is a page long)."""
+    text = str(err)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:
+        return (f"it holds the Python object {found.group(1)}; only tensors and plain data are loaded "
+                f"(weights_only), nothing in it was run")
+    found = re.search(r"Unsupported operand \d+", text)
+    if found:
+        reason = f"its pickle data is not what torch.save writes ({found.group(0)})"
+    elif isinstance(err, EOFError):
+        reason = "the file ends early"
+    else:
+        reason = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
+    return (f"{reason}; it is truncated, corrupt, or not written by this version of recbole-mm "
+            f"(rerun the run that wrote it)")
+
+
+def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mmap: bool = False) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors, numbers, strings and plain
+    containers only, so a file cannot run code. ``ValueError`` (one line naming ``path`` and the
+    config ``key``) for a truncated, empty, corrupt or pickle-payload file. ``mmap``: tensors are
+    mapped, not read (a cheap check)."""
+    where = _where(key)
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"{where}checkpoint file {path} not found")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{where}checkpoint file {path} is empty (0 bytes): a run was cut off while writing it, "
+                         f"or it is not a checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint file {path} not found") from None
+        _check_records(path)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except PermissionError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever fails to decode (torch raises a dozen types) is refused
+        raise ValueError(f"{where}checkpoint file {path} refused: {_refusal(err)}") from None
 
 
-@contextlib.contextmanager
-def trusted_torch_load():
-    """Within the block ``torch.load`` defaults to ``weights_only=False``.
+def _check_records(path: str) -> None:
+    """A zip checkpoint (torch.save's format) must pass its CRC-32 checks: torch.load does not check
+    them, so a flipped byte in a tensor would load silently."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"record {bad} fails its CRC-32 check")
 
-    For stock RecBole code that loads the run's own checkpoints itself (S3Rec's fine-tuning stage
-    reads its pre-trained model with a bare ``torch.load``), which torch >= 2.6 would refuse.
-    """
-    original = torch.load
 
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
+def load_model_checkpoint(path: str, key: str, map_location=None) -> dict:
+    """A trained model's checkpoint (:func:`load_checkpoint`): a dict with ``state_dict``."""
+    checkpoint = load_checkpoint(path, map_location=map_location, key=key)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"config key `{key}`: {path} holds no model (expected the checkpoint of a training run, "
+                         f"a dict with `state_dict`)")
+    return checkpoint
 
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
+
+def plain(value):
+    """``value`` as ``torch.load(weights_only=True)`` reads it back: tensors, Python numbers,
+    strings, ``None`` and dicts / lists / tuples of them (a numpy array becomes a tensor, a numpy
+    number a Python number, any other object its ``str``)."""
+    if value is None or isinstance(value, torch.Tensor) or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return str(value)
+
+
+def plain_config(config) -> Dict:
+    """A RecBole Config as a plain dict (saved instead of the Config object, which needs pickle)."""
+    return plain(dict(config.final_config_dict))
+
+
+def plain_other_parameter(model: torch.nn.Module) -> Dict:
+    """RecBole's ``model.other_parameter()`` as plain data: sub-modules are left out (their
+    parameters are in the state dict), numbers and arrays kept, other objects dropped."""
+    kept = {}
+    for name, value in (model.other_parameter() or {}).items():
+        if isinstance(value, torch.nn.Module):
+            continue
+        converted = plain(value)
+        if not isinstance(converted, str) or isinstance(value, str):
+            kept[name] = converted
+    return kept
+
+
+def save_checkpoint(payload: dict, path: str) -> str:
+    """Write ``payload`` (tensors and plain data: see :func:`plain`) to ``path`` atomically, in the
+    format :func:`load_checkpoint` reads (torch's default pickle protocol)."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: a full disk raises OSError(ENOSPC), not RuntimeError
+            torch.save(payload, f)
+    return path
+
+
+# ----- files a run is given --------------------------------------------------------------------
+# config keys naming a checkpoint a run reads: the plugin's, and those a stock RecBole model reads
+# itself with a bare torch.load while it is built (S3Rec's fine-tuning stage: pre_model_path)
+CHECKPOINT_KEYS = ("pretrained_checkpoint", "resume_from", "init_checkpoint", "source_checkpoint")
+STOCK_PRETRAINED_KEYS = ("pre_model_path", "pretrain_path", "mf_pretrain_path", "mlp_pretrain_path", "warm_up")
+
+
+def check_checkpoint_files(config) -> None:
+    """Check every checkpoint the run is given (:data:`CHECKPOINT_KEYS`, :data:`STOCK_PRETRAINED_KEYS`)
+    with :func:`load_checkpoint` before any data loads or any model is built: a missing, empty,
+    truncated, corrupt or pickle-payload file fails in one line naming it and its key."""
+    for key in CHECKPOINT_KEYS + STOCK_PRETRAINED_KEYS:
+        path = config.final_config_dict.get(key)
+        if isinstance(path, str) and path:
+            load_checkpoint(path, key=key, mmap=True)
 
 
 # ----- transferable checkpoints -------------------------------------------------------------------
@@ -80,12 +175,10 @@ def save_pretrained(model: torch.nn.Module, path: str, extra: dict = None) -> st
     implements :class:`recbole_mm.model.transferable.Transferable`)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "metadata": {**model.transfer_metadata(), **(extra or {})},
+        "metadata": plain({**model.transfer_metadata(), **(extra or {})}),
         "state_dict": model.transferable_state_dict(),
     }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp, pickle_protocol=4)
-    return path
+    return save_checkpoint(payload, path)
 
 
 def load_pretrained(path: str) -> dict:
@@ -93,9 +186,7 @@ def load_pretrained(path: str) -> dict:
     if not path:
         raise ValueError("config key `pretrained_checkpoint` is empty: name the file written by a "
                          "--stage=pretrain run (its results JSON gives the path)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config key `pretrained_checkpoint`: checkpoint file {path} not found")
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    checkpoint = load_checkpoint(path, map_location="cpu", key="pretrained_checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a transferable checkpoint (format {CHECKPOINT_FORMAT!r}); a RecBole best-model "
@@ -155,9 +246,7 @@ def check_resume_settings(state: dict, settings: Dict, path: str) -> None:
 
 def load_resume_state(path: str, settings: Dict) -> dict:
     """Read a pre-training resume state; ``ValueError`` naming every key that differs from ``settings``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config key `resume_from`: resume file {path} not found")
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu", key="resume_from")
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ValueError(f"config key `resume_from`: {path} is not a pre-training resume state (format "
                          f"{RESUME_FORMAT!r}, the <checkpoint>-last.pth of a --stage=pretrain run)")
@@ -166,14 +255,18 @@ def load_resume_state(path: str, settings: Dict) -> dict:
 
 
 def rng_states() -> dict:
-    """Every random-number generator's state (torch, numpy, random, CUDA)."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
+    """Every random-number generator's state (torch, numpy, random, CUDA), as tensors and plain
+    data (numpy's key array as an int64 tensor)."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian))
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "random": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached_gaussian))
     random.setstate(states["random"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -181,6 +274,10 @@ def set_rng_states(states: dict) -> None:
 
 def save_pretrain_state(path: str, state: dict) -> str:
     """Write a pre-training resume state (``format`` added) to ``path`` atomically."""
-    with atomic_output(path) as tmp:
-        torch.save({"format": RESUME_FORMAT, **state}, tmp, pickle_protocol=4)
-    return path
+    return save_checkpoint({"format": RESUME_FORMAT, **plain_state(state)}, path)
+
+
+def plain_state(state: dict) -> dict:
+    """A resume state's entries as plain data, the model's and optimiser's state dicts as they are."""
+    kept = ("state_dict", "optimizer")
+    return {key: value if key in kept else plain(value) for key, value in state.items()}

@@ -4,6 +4,7 @@ whether progress bars reach a person."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -13,11 +14,46 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size_text(n_bytes: int) -> str:
+    """``n_bytes`` for a person: bytes, KiB, MiB, GiB or TiB."""
+    size = float(n_bytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            return f"{n_bytes} bytes" if n_bytes < 1024 else f"{size:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+class DiskFullError(OSError):
+    """The disk filled while a file was written (the message names the file and the free space)."""
+
+
+def disk_full_error(path: str, err: OSError) -> DiskFullError:
+    """One line for a full disk while writing ``path``: the path and the space left there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        free = _size_text(shutil.disk_usage(directory).free) + " free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(err.errno, f"disk full while writing {path} ({free} in {directory}): the partial file "
+                                    f"was removed and {path} left as it was; free space or write elsewhere")
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
 @contextmanager
 def atomic_output(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
-    No half-written file is ever left at ``path``.
+    No half-written file is ever left at ``path``; a full disk raises :func:`disk_full_error`.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -27,9 +63,13 @@ def atomic_output(path: str) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
+            raise disk_full_error(path, err) from err
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
 
 
 @contextmanager
@@ -45,9 +85,13 @@ def atomic_folder(path: str) -> Iterator[str]:
         if os.path.isdir(path):
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
+            raise disk_full_error(path, err) from err
+        raise
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+        _remove(tmp)
 
 
 def write_json_atomic(path: str, payload: dict) -> None:

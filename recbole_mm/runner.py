@@ -20,12 +20,12 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_mm.checkpoint import (
     check_resume_settings,
+    check_checkpoint_files,
     load_resume_state,
     resume_settings,
     resume_state_file,
     rng_states,
     set_rng_states,
-    trusted_torch_load,
 )
 from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, MMConfig, adaptation_mode, check_choice
 from recbole_mm.curves import plot_training_curve
@@ -139,6 +139,7 @@ def build_pipeline(config: MMConfig, logger: Optional[logging.Logger] = None) ->
     """Data set, loaders, model (adapted from a pre-trained checkpoint where asked) and trainer
     for ``config``: the one pipeline of every kind of run."""
     logger = logger or getLogger()
+    check_checkpoint_files(config)  # before any data loads; stock S3Rec reads pre_model_path with a bare torch.load
     for name in ensure_embedded_datasets(config):  # the only step that writes data
         logger.info(f"embedded synthetic data set {name} written")
     dataset = create_dataset(config)
@@ -161,8 +162,7 @@ def build_model_and_trainer(config: MMConfig, train_data, logger: logging.Logger
                             f"Transferable): stage pretrain needs ANT, UniSRec or PMMRec (docs/transfer.md)")
         if not config["single_spec"]:
             raise NotImplementedError("stage pretrain runs in one process: drop --nproc")
-    with trusted_torch_load():  # stock S3Rec loads its pre-trained model with a bare torch.load
-        model = model_class(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])  # files checked by build_pipeline
     logger.info(model)
     adaptation = apply_adaptation(model, config, logger) if config["stage"] != "pretrain" else {}
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config["stage"])(config, model)

@@ -97,11 +97,12 @@ def write_feature_file(stem: str, keys: Sequence[str], matrix: np.ndarray) -> No
     for key in keys:
         if not key or "\n" in key or "\t" in key:
             raise FeatureFileError(f"{stem}: item key {key!r} is empty or holds a tab/newline")
-    with atomic_output(stem + ".npy") as tmp_npy, atomic_output(stem + ".keys") as tmp_keys:
+    with atomic_output(stem + ".npy") as tmp_npy:  # nested: a full disk names the file being written
         with open(tmp_npy, "wb") as f:
             np.save(f, matrix)
-        with open(tmp_keys, "w", encoding="utf-8") as f:
-            f.write("\n".join(keys) + ("\n" if keys else ""))
+        with atomic_output(stem + ".keys") as tmp_keys:
+            with open(tmp_keys, "w", encoding="utf-8") as f:
+                f.write("\n".join(keys) + ("\n" if keys else ""))
 
 
 def read_feature_file(stem: str, mmap: bool = True) -> Tuple[List[str], np.ndarray]:

@@ -101,29 +101,64 @@ def build_image_lmdb(folder: str, item2index: Dict[str, str], lmdb_dir: str, sho
     }
 
 
+REBUILD_HINT = ("rebuild it with --force (python -m recbole_mm.preprocess.pipeline --force, or "
+                "python -m recbole_mm.preprocess.own_data --force)")
+
+
+def _damaged(lmdb_dir: str, what: str) -> ValueError:
+    return ValueError(f"image store {lmdb_dir} is {what}; {REBUILD_HINT}")
+
+
+def open_store(lmdb_dir: str) -> lmdb.Environment:
+    """Open a store read-only after checking it: ``data.mdb`` must be as long as its header says
+    (reading a page past the end of a truncated copy kills the process with a bus error)."""
+    data_file = os.path.join(lmdb_dir, "data.mdb")
+    if not os.path.isfile(data_file):
+        raise FileNotFoundError(f"image store {lmdb_dir} not found (expected an lmdb folder with data.mdb)")
+    size = os.path.getsize(data_file)
+    if size == 0:
+        raise _damaged(lmdb_dir, "empty (data.mdb has 0 bytes)")
+    try:  # lmdb reads the two header pages with read(), not through the memory map
+        env = lmdb.open(lmdb_dir, readonly=True, lock=False, subdir=True)
+    except lmdb.Error as err:
+        raise _damaged(lmdb_dir, f"corrupt (data.mdb, {size} bytes: {err})") from None
+    expected = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < expected:
+        env.close()
+        raise _damaged(lmdb_dir, f"truncated (data.mdb has {size} bytes, its header says {expected})")
+    return env
+
+
 class ImageStore:
-    """Read access to a store built by :func:`build_image_lmdb` (use as a context manager)."""
+    """Read access to a store built by :func:`build_image_lmdb` (use as a context manager); a
+    truncated or corrupt store raises ``ValueError`` naming it (:func:`open_store`)."""
 
     def __init__(self, lmdb_dir: str):
-        if not os.path.isfile(os.path.join(lmdb_dir, "data.mdb")):
-            raise FileNotFoundError(f"image store {lmdb_dir} not found (expected an lmdb folder with data.mdb)")
-        self.env = lmdb.open(lmdb_dir, readonly=True, lock=False, subdir=True)
+        self.lmdb_dir = lmdb_dir
+        self.env = open_store(lmdb_dir)
 
     def counts(self) -> List[Tuple[str, int]]:
         """``(item token, number of images)`` in token order (numeric tokens numerically)."""
         counts: Dict[str, int] = {}
-        with self.env.begin() as txn:
-            for key in txn.cursor().iternext(keys=True, values=False):
-                token = bytes(key).decode("utf-8").rpartition("_")[0]
-                counts[token] = counts.get(token, 0) + 1
+        try:
+            with self.env.begin() as txn:
+                for key in txn.cursor().iternext(keys=True, values=False):
+                    token = bytes(key).decode("utf-8").rpartition("_")[0]
+                    counts[token] = counts.get(token, 0) + 1
+        except lmdb.Error as err:
+            raise _damaged(self.lmdb_dir, f"corrupt ({err})") from None
         return sorted(counts.items(), key=lambda kv: (0, int(kv[0]), "") if kv[0].isdigit() else (1, 0, kv[0]))
 
     def get(self, token: str, k: int) -> bytes:
-        with self.env.begin() as txn:
-            value = txn.get(f"{token}_{k}".encode("utf-8"))
+        try:
+            with self.env.begin() as txn:
+                value = txn.get(f"{token}_{k}".encode("utf-8"))
+                value = None if value is None else bytes(value)
+        except lmdb.Error as err:
+            raise _damaged(self.lmdb_dir, f"corrupt ({err})") from None
         if value is None:
             raise KeyError(f"image {token}_{k} is not in the store")
-        return bytes(value)
+        return value
 
     def close(self) -> None:
         self.env.close()
@@ -139,12 +174,14 @@ def lmdb_content_sha256(lmdb_dir: str) -> str:
     """Hash of the store's (key, value) pairs in key order: equal stores hash equal even if the
     lmdb page layout differs."""
     digest = hashlib.sha256()
-    env = lmdb.open(lmdb_dir, readonly=True, lock=False, subdir=True)
+    env = open_store(lmdb_dir)
     try:
         with env.begin() as txn:
             for key, value in txn.cursor():
                 digest.update(len(key).to_bytes(4, "big") + key)
                 digest.update(hashlib.sha256(value).digest())
+    except lmdb.Error as err:
+        raise _damaged(lmdb_dir, f"corrupt ({err})") from None
     finally:
         env.close()
     return digest.hexdigest()

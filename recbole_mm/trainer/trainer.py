@@ -1,7 +1,8 @@
 """Trainer additions that apply to every model run through the plugin, stock RecBole ones included.
 
-- :class:`SafeCheckpointMixin`: reloads RecBole checkpoints under torch >= 2.6, whose
-  ``torch.load`` defaults to ``weights_only=True`` (RecBole's checkpoints hold the Config).
+- :class:`SafeCheckpointMixin`: RecBole's checkpoints (best model, resume state, a stock
+  model's pre-trained file) written as tensors and plain data (the Config as a dict) and read
+  back with ``torch.load(weights_only=True)``: a file passed in cannot run code.
 - :class:`HistoryMaskMixin`: with ``mask_history_items: True`` every item of the user's input
   sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
 - :class:`RunRecordMixin`: the epoch history (loss, validation score) for the results and the
@@ -23,22 +24,45 @@ from recbole.utils import get_tensorboard
 from torch.utils.tensorboard import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 
-from recbole_mm.checkpoint import load_checkpoint
-from recbole_mm.fileio import atomic_output
+from recbole_mm.checkpoint import (
+    load_checkpoint,
+    plain,
+    plain_config,
+    plain_other_parameter,
+    save_checkpoint,
+)
 
 
 class SafeCheckpointMixin:
-    """Checkpoint reloads that work under torch >= 2.6."""
+    """RecBole's checkpoints as tensors and plain data, written atomically, read with
+    ``weights_only=True``."""
+
+    def _model_state(self, epoch: int) -> dict:
+        """What RecBole's checkpoints hold, as plain data (the Config as a dict)."""
+        return {
+            "config": plain_config(self.config),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": plain(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": plain_other_parameter(self.model),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model checkpoint, written atomically (a reader never sees half a file)."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        with atomic_output(target) as tmp:
-            super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
+        save_checkpoint(self._model_state(epoch), target)
         if verbose:
             self.logger.info(f"Saving current: {target}")
+
+    def save_pretrained_model(self, epoch, saved_model_file):
+        """A stock pre-training stage's file (RecBole's ``PretrainTrainer``, e.g. S3Rec's), in the
+        plain format its fine-tuning stage reads with ``weights_only=True``."""
+        save_checkpoint(self._model_state(epoch), saved_model_file)
+        self.saved_model_file = saved_model_file
 
     def _load_model_checkpoint(self, checkpoint_file: str) -> None:
         if not self.config["single_spec"] and torch.distributed.is_initialized():
@@ -62,34 +86,29 @@ class SafeCheckpointMixin:
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         state = {
-            "config": self.config,
-            "epoch": epoch_idx,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "best_valid_result": self.best_valid_result,
-            "best_model_file": self.saved_model_file,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-            # timings so far: a resumed run reports every epoch, not only its own
-            "train_epoch_seconds": list(getattr(self, "train_epoch_seconds", [])),
-            "eval_seconds": list(getattr(self, "eval_seconds", [])),
-            "train_loss_history": list(getattr(self, "train_loss_history", [])),
-            "valid_history": list(getattr(self, "valid_history", [])),
+            **self._model_state(epoch_idx),
+            **plain({
+                "best_valid_result": dict(self.best_valid_result) if self.best_valid_result else None,
+                "best_model_file": self.saved_model_file,
+                # timings so far: a resumed run reports every epoch, not only its own
+                "train_epoch_seconds": list(getattr(self, "train_epoch_seconds", [])),
+                "eval_seconds": list(getattr(self, "eval_seconds", [])),
+                "train_loss_history": list(getattr(self, "train_loss_history", [])),
+                "valid_history": list(getattr(self, "valid_history", [])),
+            }),
         }
-        with atomic_output(self.resume_file) as tmp:
-            torch.save(state, tmp, pickle_protocol=4)
+        save_checkpoint(state, self.resume_file)
 
     def resume_checkpoint(self, resume_file):
         """Continue from a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch."""
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
-        if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        checkpoint = load_checkpoint(resume_file, map_location=self.device, key="resume_from")
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
             pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
             hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
             raise ValueError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
-        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+        if str(checkpoint["config"].get("model")).lower() != self.config["model"].lower():
             raise ValueError(
-                f"{resume_file} was written by model {checkpoint['config']['model']}, "
+                f"config key `resume_from`: {resume_file} was written by model {checkpoint['config'].get('model')}, "
                 f"not {self.config['model']}"
             )
         self.start_epoch = checkpoint["epoch"] + 1

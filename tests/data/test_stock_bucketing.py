@@ -111,28 +111,6 @@ def test_fdsa_without_item_file_names_the_command(tiny_config, tiny_data_path, t
         create_dataset(config)
 
 
-class _Pickled:  # any non-tensor object, as RecBole's pickled Config in its checkpoints
-    value = 3
-
-
-def test_trusted_torch_load_lets_stock_code_read_its_own_checkpoints(tmp_path):
-    import pickle
-
-    import pytest
-
-    from recbole_mm.checkpoint import trusted_torch_load
-
-    path = str(tmp_path / "pretrained.pth")
-    torch.save({"config": _Pickled(), "state_dict": {"w": torch.ones(2)}}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)  # torch >= 2.6: weights_only=True by default
-    with trusted_torch_load():
-        loaded = torch.load(path)
-    assert loaded["config"].value == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)  # restored after the block
-
-
 def test_benchmark_text_step_is_the_pipelines(tmp_path):
     """preprocess.benchmark's text features come from the pipeline's resumable text step."""
     import numpy as np
@@ -217,7 +195,7 @@ def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path
     import yaml
 
     from recbole_mm import cli
-    from recbole_mm.checkpoint import trusted_torch_load
+    from recbole_mm.checkpoint import load_checkpoint
 
     settings = {"load_col": {"inter": ["user_id", "item_id_list", "item_id"], "item": ["item_id", "category"]},
                 "item_attribute": "category", "hidden_size": 16, "inner_size": 16,
@@ -231,14 +209,12 @@ def test_s3rec_pretraining_stage_then_fine_tuning_through_the_cli(tiny_data_path
 
     def s3rec(**stage):
         config = MMConfig("S3Rec", "tiny", config_dict=dict(settings, **stage))
-        with trusted_torch_load():
-            return get_model("S3Rec")(config, create_dataset(config))
+        return get_model("S3Rec")(config, create_dataset(config))  # its bare torch.load: weights_only
 
     loaded = s3rec(train_stage="finetune", pre_model_path=pretrain["pretrained_model"])
     fresh = s3rec(train_stage="pretrain")  # freshly initialised
     assert not torch.equal(loaded.item_embedding.weight, fresh.item_embedding.weight)
-    with trusted_torch_load():
-        saved = torch.load(pretrain["pretrained_model"])["state_dict"]
+    saved = load_checkpoint(pretrain["pretrained_model"])["state_dict"]  # plain data: weights_only=True
     assert all(torch.equal(value, saved[name]) for name, value in loaded.state_dict().items())
     finetune = cli.main(common + ["--train_stage=finetune", f"--pre_model_path={pretrain['pretrained_model']}",
                                   "--epochs=1", "--stock_length_bucketing=True"])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType
 
-from recbole_mm.checkpoint import load_checkpoint
+from recbole_mm.checkpoint import load_model_checkpoint
 from recbole_mm.data.aliexpress import N_NUMERICAL
 from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
@@ -18,15 +18,17 @@ from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
 TASKS = ("ctr", "ctcvr")
 
 
-def vocab_sizes_of(checkpoint_file: str) -> List[int]:
-    """Categorical vocabulary sizes of a saved multi-task model (from its embedding shapes)."""
-    state = load_checkpoint(checkpoint_file)["state_dict"]
+def vocab_sizes_of(checkpoint_file: str, key: str = "init_checkpoint") -> List[int]:
+    """Categorical vocabulary sizes of a saved multi-task model (from its embedding shapes); ``key``:
+    the config key that names the file."""
+    state = load_model_checkpoint(checkpoint_file, key)["state_dict"]
     sizes, j = [], 0
     while f"input_layer.embeddings.{j}.weight" in state:
         sizes.append(state[f"input_layer.embeddings.{j}.weight"].shape[0] - 1)  # last row: out of vocabulary
         j += 1
     if not sizes:
-        raise ValueError(f"{checkpoint_file} holds no multi-task model (no input_layer.embeddings.*)")
+        raise ValueError(f"config key `{key}`: {checkpoint_file} holds no multi-task model "
+                         f"(no input_layer.embeddings.*)")
     return sizes
 
 
@@ -55,7 +57,7 @@ class MultiTaskRecommender(AbstractRecommender):
         self.towers = nn.ModuleList(self.build_tower() for _ in self.tasks)
         self.outputs = nn.ModuleList(nn.Linear(config["tower_dims"][-1], 1) for _ in self.tasks)
         if init:
-            self.load_state_dict(load_checkpoint(init)["state_dict"])
+            self.load_state_dict(load_model_checkpoint(init, "init_checkpoint")["state_dict"])
 
     # ----- subclasses --------------------------------------------------------------------------
     def build_backbone(self, input_dim: int) -> int:

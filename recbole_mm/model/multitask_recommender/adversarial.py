@@ -19,7 +19,7 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType
 
-from recbole_mm.checkpoint import load_checkpoint
+from recbole_mm.checkpoint import load_model_checkpoint
 from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_recommender.abstract import TASKS, MultiTaskRecommender, vocab_sizes_of
 from recbole_mm.utils import get_model
@@ -72,19 +72,20 @@ class AdversarialAdapter(AbstractRecommender):
         source_file = config["source_checkpoint"]
         if not source_file:
             raise ValueError(f"{type(self).__name__} needs config key `source_checkpoint` (a trained backbone)")
-        source = load_checkpoint(source_file)
-        backbone_name = config["backbone"] or source["config"]["model"]
-        if backbone_name != source["config"]["model"]:
+        source = load_model_checkpoint(source_file, "source_checkpoint")
+        saved_config = source.get("config") if isinstance(source.get("config"), dict) else {}
+        backbone_name = config["backbone"] or saved_config.get("model")
+        if backbone_name != saved_config.get("model"):
             raise ValueError(
-                f"backbone {backbone_name!r} does not match {source_file}, which holds a {source['config']['model']}"
+                f"backbone {backbone_name!r} does not match {source_file}, which holds a {saved_config.get('model')}"
             )
         backbone_class = get_model(backbone_name)
         if not issubclass(backbone_class, MultiTaskRecommender):
             raise ValueError(f"backbone {backbone_name!r} is not a multi-task model")
-        config["categorical_vocab_sizes"] = vocab_sizes_of(source_file)
+        config["categorical_vocab_sizes"] = vocab_sizes_of(source_file, "source_checkpoint")
         for key in ARCHITECTURE_KEYS:  # the target model is built exactly like the source model
-            if source["config"][key] is not None:
-                config[key] = source["config"][key]
+            if saved_config.get(key) is not None:
+                config[key] = saved_config[key]
         self.backbone_name = backbone_name
         self.target = backbone_class(config, dataset)
         self.target.load_state_dict(source["state_dict"])

@@ -2,7 +2,7 @@
 
 import torch
 
-from recbole_mm.checkpoint import load_checkpoint
+from recbole_mm.checkpoint import load_model_checkpoint
 from recbole_mm.model.multitask_recommender.adversarial import (
     AdversarialAdapter,
     Critic,
@@ -21,7 +21,8 @@ class DAA(AdversarialAdapter):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.source = get_model(self.backbone_name)(config, dataset)
-        self.source.load_state_dict(load_checkpoint(config["source_checkpoint"])["state_dict"])
+        source = load_model_checkpoint(config["source_checkpoint"], "source_checkpoint")
+        self.source.load_state_dict(source["state_dict"])
         for param in self.source.parameters():
             param.requires_grad_(False)
         self.source.eval()
