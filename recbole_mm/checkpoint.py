@@ -14,15 +14,21 @@
   :func:`save_pretrained`, :func:`load_pretrained`, :func:`check_checkpoint_fits`.
 - Pre-training resume states (``<checkpoint>-last.pth``): :func:`save_pretrain_state`,
   :func:`load_resume_state`.
+- Files of earlier recbole-mm versions (a pickled Config, pickle protocol 4) are refused; a user who
+  wrote one can rewrite it as plain data, explicitly trusting it::
+
+      python -m recbole_mm.checkpoint --convert old.pth new.pth
 
 Bottom layer: imports nothing of the plugin but :mod:`recbole_mm.fileio`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import re
+import warnings
 import zipfile
 from typing import Dict, List, Optional, Sequence
 
@@ -65,7 +71,8 @@ def _refusal(err: Exception) -> str:
     else:
         reason = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
     return (f"{reason}; it is truncated, corrupt, or not written by this version of recbole-mm "
-            f"(rerun the run that wrote it)")
+            f"(rerun the run that wrote it; a file of an earlier recbole-mm that you wrote yourself: "
+            f"python -m recbole_mm.checkpoint --convert <file> <new file>)")
 
 
 def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mmap: bool = False) -> dict:
@@ -81,7 +88,9 @@ def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mma
                          f"or it is not a checkpoint")
     try:
         _check_records(path)
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # an old file's protocol warning: the refusal below says it in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except PermissionError:
         raise
     except Exception as err:  # noqa: BLE001 - whatever fails to decode (torch raises a dozen types) is refused
@@ -281,3 +290,34 @@ def plain_state(state: dict) -> dict:
     """A resume state's entries as plain data, the model's and optimiser's state dicts as they are."""
     kept = ("state_dict", "optimizer")
     return {key: value if key in kept else plain(value) for key, value in state.items()}
+
+
+# ----- files of earlier versions --------------------------------------------------------------------
+def convert_trusted_checkpoint(source: str, target: str) -> str:
+    """Rewrite a checkpoint written by an earlier recbole-mm (a pickled Config, pickle protocol 4) as
+    plain data that :func:`load_checkpoint` reads. ``source`` is unpickled with
+    ``weights_only=False``, which can run code: only for a file you wrote yourself."""
+    if os.path.abspath(source) == os.path.abspath(target):
+        raise ValueError(f"--convert: write the converted file next to {source}, not over it")
+    old = torch.load(source, map_location="cpu", weights_only=False)  # trusted by the user, explicitly
+    if not isinstance(old, dict):
+        raise ValueError(f"--convert: {source} holds a {type(old).__name__}, not a checkpoint (a dict)")
+    payload = {key: plain_config(value) if hasattr(value, "final_config_dict") else plain(value)
+               for key, value in old.items()}
+    save_checkpoint(payload, target)
+    load_checkpoint(target)  # what was written loads safely
+    return target
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_mm.checkpoint",
+        description="Rewrite a checkpoint of an earlier recbole-mm as plain data (weights_only loadable). "
+                    "The old file is unpickled: convert only files you wrote yourself.")
+    parser.add_argument("--convert", nargs=2, metavar=("OLD", "NEW"), required=True)
+    args = parser.parse_args(argv)
+    print(convert_trusted_checkpoint(*args.convert))
+
+
+if __name__ == "__main__":
+    main()
