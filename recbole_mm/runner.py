@@ -329,7 +329,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
             trainer.resume_checkpoint(config["resume_from"])  # continues that run: its id and files
         callback = trainer.save_resume_state
         logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
-    with run_lock(trainer.saved_model_file, getattr(trainer, "run_id", config["run_id"]), config):
+    with run_lock(trainer.saved_model_file, getattr(trainer, "run_id", config["run_id"]), config, enabled=saved):
         if pipe.trained:
             best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
         else:
@@ -412,10 +412,10 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
 
 
 @contextmanager
-def run_lock(checkpoint_file: str, run_id: str, config):
+def run_lock(checkpoint_file: str, run_id: str, config, enabled: bool = True):
     """While a run trains, it holds ``<checkpoint>.lock`` (rank 0): a second process that would
     write the same files (a resume of a run that is still going) is refused."""
-    if not config["single_spec"] and config["local_rank"] != 0:
+    if not enabled or (not config["single_spec"] and config["local_rank"] != 0):
         yield
         return
     lock_file = os.path.splitext(checkpoint_file)[0] + ".lock"

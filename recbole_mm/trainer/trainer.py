@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from typing import Optional, Tuple
 
 import torch
 from recbole.trainer import Trainer
@@ -39,7 +40,7 @@ from recbole_mm.data.utils import load_train_order_state, train_order_state
 from recbole_mm.fileio import atomic_output
 
 
-def _file_stamp(path: str):
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
     """(inode, modification time, size) of a file, None if it is missing: tells whether it was rewritten."""
     try:
         stat = os.stat(path)
