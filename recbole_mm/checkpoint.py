@@ -14,6 +14,9 @@
   :func:`save_pretrained`, :func:`load_pretrained`, :func:`check_checkpoint_fits`.
 - Pre-training resume states (``<checkpoint>-last.pth``): :func:`save_pretrain_state`,
   :func:`load_resume_state`.
+- Runs' file names (a run id in every name: :func:`new_run_id`, :func:`with_run_id`) and what a
+  training resume state must agree on with the run resuming it (:func:`training_resume_settings`,
+  :func:`check_training_resume`); RNG states as plain containers (:func:`rng_state_dict`).
 - Files of earlier recbole-mm versions (a pickled Config, pickle protocol 4) are refused; a user who
   wrote one can rewrite it as plain data, explicitly trusting it::
 
@@ -28,9 +31,10 @@ import argparse
 import os
 import random
 import re
+import secrets
 import warnings
 import zipfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -290,6 +294,67 @@ def plain_state(state: dict) -> dict:
     """A resume state's entries as plain data, the model's and optimiser's state dicts as they are."""
     kept = ("state_dict", "optimizer")
     return {key: value if key in kept else plain(value) for key, value in state.items()}
+
+
+# ----- runs: file names, training resume checks, plain RNG states ----------------------------------
+def new_run_id() -> str:
+    """A short random id that tells apart runs started in the same second (6 hex digits)."""
+    return secrets.token_hex(3)
+
+
+def with_run_id(path: str, run_id: str) -> str:
+    """``<stem>.pth`` -> ``<stem>-<run_id>.pth``: a run's own file name."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{run_id}{ext}"
+
+
+# config keys a resumed training run must share with the state (value: why); `epochs`, the
+# stopping rule, paths and logging may change
+TRAINING_RESUME_KEYS = {
+    "model": "the state holds that model",
+    "dataset": "the state was trained on that data set",
+    **{key: "it shapes the model's parameters" for key in ARCHITECTURE_KEYS + ("embedding_size", "modalities")},
+    "learner": "the state's optimiser would override it",
+    "learning_rate": "the state's optimiser would override it",
+    "weight_decay": "the state's optimiser would override it",
+    "seed": "the state's random-number states would override it",
+    "valid_metric": "the state's best validation score is of that metric",
+}
+
+
+def _plain_setting(value):
+    """A config value as plain data (lists for tuples, text for other objects), to compare and save."""
+    if isinstance(value, (list, tuple)):
+        return [_plain_setting(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain_setting(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def training_resume_settings(config) -> Dict:
+    """The run's values of :data:`TRAINING_RESUME_KEYS` (plain data: saved in the state)."""
+    return {key: _plain_setting(config[key] if key in config else None) for key in TRAINING_RESUME_KEYS}
+
+
+def check_training_resume(saved: Mapping, settings: Mapping, path: str) -> None:
+    """``ValueError`` naming each config key whose value in the state (``saved``) differs from this run's."""
+    problems = [f"config key `{key}` is {saved.get(key)!r} in the resume file, {value!r} in this run "
+                f"({TRAINING_RESUME_KEYS.get(key, 'the state was written with it')})"
+                for key, value in settings.items() if key in saved and saved[key] != value]
+    if problems:
+        raise ValueError(f"cannot resume training from {path}: " + "; ".join(problems))
+
+
+def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
+    """``ValueError`` naming the parameters whose shapes differ (or that one side lacks)."""
+    problems = [f"`{name}` is missing in the resume file" for name in own if name not in saved]
+    problems += [f"`{name}` is not in this run's model" for name in saved if name not in own]
+    problems += [f"`{name}` has shape {list(saved[name].shape)} in the resume file, {list(own[name].shape)} in "
+                 f"this run" for name in own if name in saved and hasattr(saved[name], "shape")
+                 and tuple(saved[name].shape) != tuple(own[name].shape)]
+    if problems:
+        raise ValueError(f"cannot resume training from {path}: the model's architecture differs (a config key that "
+                         f"shapes it changed): " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
 
 
 # ----- files of earlier versions --------------------------------------------------------------------

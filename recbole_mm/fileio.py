@@ -1,5 +1,5 @@
-"""Output: atomic files (write to a temporary file beside the target, rename when complete), and
-whether progress bars reach a person."""
+"""Output: atomic files and folders (written beside the target, renamed when complete), locks
+that one process holds at a time, and whether progress bars reach a person."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): locks are not taken
+    fcntl = None
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -73,18 +78,25 @@ def atomic_output(path: str) -> Iterator[str]:
 
 
 @contextmanager
-def atomic_folder(path: str) -> Iterator[str]:
+def atomic_folder(path: str, replace: bool = True) -> Iterator[str]:
     """Yield a temporary folder beside ``path``; on success it replaces the folder ``path`` as a
-    whole, on error it is removed. No half-written folder is ever left at ``path``."""
+    whole, on error it is removed. No half-written folder is ever left at ``path``.
+
+    ``replace=False``: a folder another process published at ``path`` meanwhile is kept (and this
+    one dropped), so a reader of that folder never sees it removed or replaced."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", suffix="-" + os.path.basename(os.path.normpath(path)), dir=parent)
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        if os.path.isdir(path):
+        if replace and os.path.isdir(path):
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)  # a folder over a non-empty folder fails: nothing is replaced
+        except OSError:
+            if replace or not os.path.isdir(path):
+                raise
     except OSError as err:
         _remove(tmp)
         if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
@@ -92,6 +104,38 @@ def atomic_folder(path: str) -> Iterator[str]:
         raise
     finally:
         _remove(tmp)
+
+
+def try_lock(path: str) -> Optional[int]:
+    """Take the exclusive lock file ``path`` (created if missing): its descriptor, or None when another
+    process holds it. The operating system drops the lock of a process that dies (a killed run)."""
+    if fcntl is None:
+        return -1
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not removed by the last holder meanwhile
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def release_lock(path: str, fd: int) -> None:
+    """Give back a lock of :func:`try_lock` (its file is removed)."""
+    if fd < 0:
+        return
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def write_json_atomic(path: str, payload: dict) -> None:

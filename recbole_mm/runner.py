@@ -8,9 +8,9 @@ RecBole's parts; RecBole's quick-start module is never imported (it pulls in ray
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from logging import getLogger
 from typing import Callable, Dict, List, Optional
@@ -22,6 +22,7 @@ from recbole_mm.checkpoint import (
     check_resume_settings,
     check_checkpoint_files,
     load_resume_state,
+    new_run_id,
     resume_settings,
     resume_state_file,
     rng_states,
@@ -31,13 +32,15 @@ from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, MMConfig, adapt
 from recbole_mm.curves import plot_training_curve
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
-from recbole_mm.fileio import write_json_atomic
+from recbole_mm.fileio import release_lock, try_lock, write_json_atomic
 from recbole_mm.model.transferable import Transferable, apply_adaptation
 from recbole_mm.utils import get_model, get_trainer, quiet_known_warnings
 
 
 def setup_logging(config) -> str:
-    """RecBole's logger set-up, safe to call once per run in one process; returns the log file."""
+    """RecBole's logger set-up, safe to call once per run in one process; returns the log file,
+    ``log/<Model>/<Model>-<dataset>-<time>-<run id>.log`` (the results JSON, curve and TensorBoard
+    folder are named after it, so no two runs share them)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_recbole_mm", False):
@@ -46,20 +49,42 @@ def setup_logging(config) -> str:
     before = set(root.handlers)
     init_logger(config)
     added = [h for h in root.handlers if h not in before]
-    file_handler = next((h for h in added if isinstance(h, logging.FileHandler)), None)
-    if file_handler is None:  # root already had handlers (e.g. under pytest): add ours
-        digest = hashlib.md5(str(config.final_config_dict).encode("utf-8")).hexdigest()[:6]
-        log_dir = os.path.join("log", config["model"])
-        os.makedirs(log_dir, exist_ok=True)
-        path = os.path.join(log_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}-{digest}.log")
-        file_handler = logging.FileHandler(path)
-        file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s"))
-        root.addHandler(file_handler)
+    recbole_file = next((h for h in added if isinstance(h, logging.FileHandler)), None)
+    file_handler = _run_log_handler(config, recbole_file)
+    if recbole_file is not None:  # RecBole's file name says the second, not the run: ours replaces it
+        added.remove(recbole_file)
+        _drop_handler(recbole_file)
+    else:  # root already had handlers (e.g. under pytest)
         root.setLevel(logging.INFO)
-        added.append(file_handler)
-    for handler in added:
+    root.addHandler(file_handler)
+    for handler in added + [file_handler]:
         handler._recbole_mm = True
     return file_handler.baseFilename
+
+
+def _run_log_handler(config, like: Optional[logging.FileHandler]) -> logging.FileHandler:
+    """The run's log file handler (level, format and filters of RecBole's ``like`` where given)."""
+    log_dir = os.path.join("log", config["model"])
+    os.makedirs(log_dir, exist_ok=True)
+    run_id = config["run_id"] or new_run_id()
+    handler = logging.FileHandler(os.path.join(log_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}-"
+                                                        f"{run_id}.log"))
+    if like is None:
+        handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s"))
+        return handler
+    handler.setFormatter(like.formatter)
+    handler.setLevel(like.level)
+    for log_filter in like.filters:
+        handler.addFilter(log_filter)
+    return handler
+
+
+def _drop_handler(handler: logging.FileHandler) -> None:
+    """Remove a file handler from the root logger and its (still empty) file."""
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    if os.path.isfile(handler.baseFilename) and os.path.getsize(handler.baseFilename) == 0:
+        os.remove(handler.baseFilename)
 
 
 def device_name(device) -> str:
@@ -185,6 +210,7 @@ def run_single(
     the parameter count and the checkpoint path.
     """
     config = build_config(model, dataset, config_file_list, config_dict, read_command_line)
+    config["run_id"] = new_run_id()  # in every file name of the run (a resumed run keeps its state's)
     init_seed(config["seed"], config["reproducibility"])
     log_file = setup_logging(config)
     logger = getLogger()
@@ -319,27 +345,29 @@ def _guarded_race(runs: dict, candidates: List[str], probe_epochs: int, budget: 
 
 def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
     config, trainer, logger = pipe.config, pipe.trainer, getLogger()
-    if not config["single_spec"]:  # every rank must name rank 0's checkpoint (it embeds the start time)
-        names = [trainer.saved_model_file]
+    if not config["single_spec"]:  # every rank must name rank 0's checkpoint and run id
+        names = [trainer.saved_model_file, getattr(trainer, "run_id", None)]
         torch.distributed.broadcast_object_list(names, src=0)
-        trainer.saved_model_file = names[0]
+        trainer.saved_model_file, trainer.run_id = names
 
     callback = None
     if saved and hasattr(trainer, "save_resume_state"):
         if config["resume_from"]:
-            trainer.resume_checkpoint(config["resume_from"])
+            trainer.resume_checkpoint(config["resume_from"])  # continues that run: its id and files
         callback = trainer.save_resume_state
         logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
-    if pipe.trained:
-        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
-    else:
-        best_valid_score, best_valid_result = trainer.fit(
-            pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
-        )
-    if config["train_stage"] == "pretrain" and hasattr(trainer, "pretrain"):
-        # a stock RecBole pre-training stage (S3Rec): nothing to evaluate yet
-        return _stock_pretrain_result(trainer, config, log_file, logger)
-    test_result = trainer.evaluate(pipe.test_data, load_best_model=saved, show_progress=config["show_progress"])
+    with run_lock(trainer.saved_model_file, getattr(trainer, "run_id", config["run_id"]), config, enabled=saved):
+        if pipe.trained:
+            best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+        else:
+            best_valid_score, best_valid_result = trainer.fit(
+                pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"],
+                callback_fn=callback,
+            )
+        if config["train_stage"] == "pretrain" and hasattr(trainer, "pretrain"):
+            # a stock RecBole pre-training stage (S3Rec): nothing to evaluate yet
+            return _stock_pretrain_result(trainer, config, log_file, logger)
+        test_result = trainer.evaluate(pipe.test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
@@ -347,6 +375,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
     return {
         "model": config["model"],
         "dataset": config["dataset"],
+        "run_id": getattr(trainer, "run_id", config["run_id"]),  # a resumed run: the id of the run it continues
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
         "best_valid_result": _plain(best_valid_result),
@@ -383,10 +412,11 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
         checkpoint = resume["checkpoint"]
     else:
         checkpoint = os.path.join(config["checkpoint_dir"], f"{config['model']}-pretrain-{'+'.join(names)}-"
-                                                            f"{get_local_time()}.pth")
+                                                            f"{get_local_time()}-{config['run_id']}.pth")
     logger.info(f"state after every epoch: {resume_state_file(checkpoint)} (resume with --resume_from=<it>)")
-    history = trainer.pretrain(pipe.train_data, checkpoint, metadata, show_progress=config["show_progress"],
-                               history=history, settings=settings)
+    with run_lock(checkpoint, config["run_id"], config):
+        history = trainer.pretrain(pipe.train_data, checkpoint, metadata, show_progress=config["show_progress"],
+                                   history=history, settings=settings)
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -406,6 +436,24 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
         "device": device_name(config["device"]),
         "settings": run_settings(config),
     }
+
+
+@contextmanager
+def run_lock(checkpoint_file: str, run_id: str, config, enabled: bool = True):
+    """While a run trains, it holds ``<checkpoint>.lock`` (rank 0): a second process that would
+    write the same files (a resume of a run that is still going) is refused."""
+    if not enabled or (not config["single_spec"] and config["local_rank"] != 0):
+        yield
+        return
+    lock_file = os.path.splitext(checkpoint_file)[0] + ".lock"
+    fd = try_lock(lock_file)
+    if fd is None:
+        raise ValueError(f"{lock_file} is held: run {run_id} is going on in another process, which writes "
+                         f"{checkpoint_file}; resume it once that process has ended")
+    try:
+        yield
+    finally:
+        release_lock(lock_file, fd)
 
 
 def _stock_pretrain_result(trainer, config, log_file: str, logger) -> dict:

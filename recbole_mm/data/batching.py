@@ -172,6 +172,15 @@ class SequenceTrainDataLoader:
         self.sampler.set_epoch(epoch)
         self._iterations = epoch
 
+    def order_state(self) -> dict:
+        """What fixes the next passes' batch order (plain numbers), for a training resume state."""
+        return {"iterations": int(self._iterations), "epoch": int(self.sampler.epoch)}
+
+    def load_order_state(self, state: dict) -> None:
+        """Continue the batch orders of :meth:`order_state`'s loader."""
+        self._iterations = int(state["iterations"])
+        self.sampler.set_epoch(int(state["epoch"]))
+
     def update_config(self, config) -> None:
         self.config = config
 

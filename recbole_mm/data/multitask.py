@@ -67,6 +67,13 @@ class MultiTaskDataLoader:
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
+    def order_state(self) -> dict:
+        """What fixes the next passes' row order (the shuffling generator), for a training resume state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_order_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
@@ -118,6 +125,13 @@ class SourceTargetLoader:
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def order_state(self) -> dict:
+        return {"source": self.source.order_state(), "target": self.target.order_state()}
+
+    def load_order_state(self, state: dict) -> None:
+        self.source.load_order_state(state["source"])
+        self.target.load_order_state(state["target"])
 
     def __iter__(self) -> Iterator[Tuple[Interaction, Interaction]]:
         target_batches = _cycle(self.target)

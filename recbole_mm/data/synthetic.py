@@ -161,12 +161,15 @@ def _write_inter(path: str, rows) -> None:
 
 
 def write_dataset(spec: SyntheticSpec, data_path: str, overwrite: bool = False) -> str:
-    """Write the domain's files to ``<data_path>/<spec.name>/`` (atomically, as a whole folder)."""
+    """Write the domain's files to ``<data_path>/<spec.name>/`` (atomically, as a whole folder).
+
+    Without ``overwrite`` a folder that another process wrote meanwhile is kept (the same data):
+    two runs that generate the data set at once both read one complete folder."""
     final_dir = os.path.join(data_path, spec.name)
     if os.path.isdir(final_dir) and not overwrite:
         return final_dir
     data = generate(spec)
-    with atomic_folder(final_dir) as tmp_dir:
+    with atomic_folder(final_dir, replace=overwrite) as tmp_dir:
         name = spec.name
         train, valid, test = [], [], []
         for u, seq in enumerate(data["sequences"]):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_mm.data.aliexpress import CATEGORICAL, LABELS, N_CATEGORICAL, N_NUMERICAL, NUMERICAL, MultiTaskTable, convert_csv
-from recbole_mm.fileio import atomic_output
+from recbole_mm.fileio import atomic_folder, atomic_output
 
 
 @dataclass
@@ -90,12 +90,17 @@ SYNTHETIC_COUNTRIES: List[CountrySpec] = [
 ]
 
 
-def write_synthetic_countries(data_path: str, specs: Optional[Sequence[CountrySpec]] = None) -> List[str]:
-    """CSV pair and atomic files for every synthetic country under ``<data_path>/<name>/``."""
+def write_synthetic_countries(data_path: str, specs: Optional[Sequence[CountrySpec]] = None,
+                              overwrite: bool = True) -> List[str]:
+    """CSV pair and atomic files for every synthetic country under ``<data_path>/<name>/``, each
+    folder written as a whole (a reader never sees half of one). Without ``overwrite`` a folder
+    that is there (or that another process writes meanwhile) is kept."""
     folders = []
     for spec in specs or SYNTHETIC_COUNTRIES:
         folder = os.path.join(data_path, spec.name)
-        csvs = write_country_csvs(spec, folder)
-        convert_csv(csvs["train"], csvs["test"], folder, spec.name, seed=spec.seed)
+        if overwrite or not os.path.isdir(folder):
+            with atomic_folder(folder, replace=overwrite) as tmp:
+                csvs = write_country_csvs(spec, tmp)
+                convert_csv(csvs["train"], csvs["test"], tmp, spec.name, seed=spec.seed)
         folders.append(folder)
     return folders

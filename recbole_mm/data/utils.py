@@ -50,7 +50,9 @@ def run_dataset_names(config) -> List[str]:
 
 def ensure_embedded_datasets(config) -> List[str]:
     """Write the embedded synthetic data sets that this run names and that are missing (the
-    only place that writes data on a run's behalf); returns their names."""
+    only place that writes data on a run's behalf); returns their names. Each folder appears
+    complete or not at all, and one that another run wrote meanwhile is kept: runs that use a data
+    set for the first time at once all read one complete folder."""
     written = []
     root = data_root(config)
     for name in run_dataset_names(config):
@@ -59,11 +61,33 @@ def ensure_embedded_datasets(config) -> List[str]:
         if name in SYNTHETIC_DATASETS:
             ensure_synthetic(name, root)
         elif name in SYNTHETIC_COUNTRY_NAMES:
-            write_synthetic_countries(root, [s for s in SYNTHETIC_COUNTRIES if s.name == name])
+            write_synthetic_countries(root, [s for s in SYNTHETIC_COUNTRIES if s.name == name], overwrite=False)
         else:
             continue
         written.append(name)
     return written
+
+
+def train_order_state(loader) -> dict:
+    """What fixes a training loader's next batch orders, as plain data (tensors, numbers): the
+    plugin's loaders say (``order_state``); RecBole's shuffle with their torch ``generator``."""
+    if hasattr(loader, "order_state"):
+        return loader.order_state()
+    generator = getattr(loader, "generator", None)
+    return {"generator": generator.get_state()} if isinstance(generator, torch.Generator) else {}
+
+
+def load_train_order_state(loader, state: dict) -> None:
+    """Continue the batch orders saved by :func:`train_order_state` (a resumed run's next epoch
+    gets the batches of the uninterrupted run's)."""
+    if set(state) != set(train_order_state(loader)):
+        raise ValueError(f"the resume file's batch order ({sorted(state)}) is of another training loader than this "
+                         f"run's ({type(loader).__name__}): keep the loader settings (`train_whole_sequence`, "
+                         f"`length_bucketing`, `stock_length_bucketing`, `stock_whole_sequence_rows`)")
+    if hasattr(loader, "load_order_state"):
+        loader.load_order_state(state)
+    elif "generator" in state:
+        loader.generator.set_state(state["generator"])
 
 
 def check_dataset_files(config) -> None:

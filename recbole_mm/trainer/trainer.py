@@ -1,8 +1,10 @@
 """Trainer additions that apply to every model run through the plugin, stock RecBole ones included.
 
-- :class:`SafeCheckpointMixin`: RecBole's checkpoints (best model, resume state, a stock
-  model's pre-trained file) written as tensors and plain data (the Config as a dict) and read
-  back with ``torch.load(weights_only=True)``: a file passed in cannot run code.
+- :class:`SafeCheckpointMixin`: the run's checkpoints (best model, resume state, a stock model's
+  pre-trained file): named with its run id, written atomically as tensors and plain data (the Config
+  as a dict) and read back with ``torch.load(weights_only=True)`` (a file passed in cannot run code);
+  a resume state after every evaluation that continues the run exactly; a test score only from the
+  model this run saved.
 - :class:`HistoryMaskMixin`: with ``mask_history_items: True`` every item of the user's input
   sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
 - :class:`RunRecordMixin`: the epoch history (loss, validation score) for the results and the
@@ -17,6 +19,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from typing import Optional, Tuple
 
 import torch
 from recbole.trainer import Trainer
@@ -25,17 +28,42 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_mm.checkpoint import (
+    check_state_dict_shapes,
+    check_training_resume,
     load_checkpoint,
+    new_run_id,
     plain,
     plain_config,
     plain_other_parameter,
+    rng_states,
     save_checkpoint,
+    set_rng_states,
+    training_resume_settings,
+    with_run_id,
 )
+from recbole_mm.data.utils import load_train_order_state, train_order_state
+
+
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    """(inode, modification time, size) of a file, None if it is missing: tells whether it was rewritten."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 class SafeCheckpointMixin:
-    """RecBole's checkpoints as tensors and plain data, written atomically, read with
-    ``weights_only=True``."""
+    """The run's checkpoints: ``<Model>-<time>-<run id>.pth`` (the best model) and its ``-last.pth``
+    resume state, tensors and plain data written atomically, read with ``weights_only=True``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.run_id = config["run_id"] or new_run_id()  # the runner gives every run its own
+        self.saved_model_file = with_run_id(self.saved_model_file, self.run_id)
+        self._best_model_stamp = None  # the best-model file as this run left it (_file_stamp)
+        self._pending_resume = None  # RNG and batch-order states a resumed run restores as fit starts
+        self._train_data = None
 
     def _model_state(self, epoch: int) -> dict:
         """What RecBole's checkpoints hold, as plain data (the Config as a dict)."""
@@ -55,14 +83,18 @@ class SafeCheckpointMixin:
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(self._model_state(epoch), target)
+        if target == self.saved_model_file:
+            self._best_model_stamp = _file_stamp(target)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
     def save_pretrained_model(self, epoch, saved_model_file):
-        """A stock pre-training stage's file (RecBole's ``PretrainTrainer``, e.g. S3Rec's), in the
-        plain format its fine-tuning stage reads with ``weights_only=True``."""
-        save_checkpoint(self._model_state(epoch), saved_model_file)
-        self.saved_model_file = saved_model_file
+        """A stock pre-training stage's file (RecBole's ``PretrainTrainer``, e.g. S3Rec's
+        ``<Model>-<dataset>-<epoch>.pth``, with the run id added), in the plain format its
+        fine-tuning stage reads with ``weights_only=True``."""
+        target = with_run_id(saved_model_file, self.run_id)
+        save_checkpoint(self._model_state(epoch), target)
+        self.saved_model_file = target
 
     def _load_model_checkpoint(self, checkpoint_file: str) -> None:
         if not self.config["single_spec"] and torch.distributed.is_initialized():
@@ -72,17 +104,34 @@ class SafeCheckpointMixin:
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
+    def _check_own_best_model(self) -> None:
+        """``ValueError`` when the best-model file is no longer the one this run wrote: its
+        test score would be another model's."""
+        if self._best_model_stamp is not None and _file_stamp(self.saved_model_file) != self._best_model_stamp:
+            raise ValueError(f"{self.saved_model_file} was rewritten by another process after run {self.run_id} "
+                             f"saved its best model there: no test score is reported for a model this run did "
+                             f"not train")
+
     @property
     def resume_file(self) -> str:
         """Where :meth:`save_resume_state` writes: the best-model file with ``-last`` added."""
         return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
 
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; a resumed run first restores the RNG and batch-order states it saved."""
+        self._train_data = train_data
+        if self._pending_resume is not None:
+            self._restore_run_state(train_data)
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                           callback_fn=callback_fn)
+
     def save_resume_state(self, epoch_idx: int, valid_score=None) -> None:
         """Write the state after an evaluated epoch (RecBole's ``fit`` callback), atomically.
 
         Unlike RecBole's best-model checkpoint it is written every evaluation, and it records
-        the best result so far and the best model's file, so a resumed run ends as the
-        uninterrupted run would."""
+        the best result so far, the best model's file, the RNG states and the training loader's
+        batch order, so a resumed run ends as the uninterrupted run would. What the plugin adds
+        is plain data (``torch.load(weights_only=True)`` reads it)."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         state = {
@@ -96,27 +145,31 @@ class SafeCheckpointMixin:
                 "train_loss_history": list(getattr(self, "train_loss_history", [])),
                 "valid_history": list(getattr(self, "valid_history", [])),
             }),
+            **self._run_state(),
         }
         save_checkpoint(state, self.resume_file)
 
+    def _run_state(self) -> dict:
+        """The run's id, the settings a resume must share, the RNG states and the training
+        loader's batch order, all plain data."""
+        return {
+            "run_id": self.run_id,
+            "settings": training_resume_settings(self.config),
+            "rng": rng_states(),
+            "train_order": train_order_state(self._train_data) if self._train_data is not None else None,
+        }
+
     def resume_checkpoint(self, resume_file):
-        """Continue from a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch."""
+        """Continue the run of a ``-last.pth`` state (or a RecBole checkpoint) at the next epoch:
+        its run id and files, its RNG states and batch order (restored as ``fit`` starts)."""
         checkpoint = load_checkpoint(resume_file, map_location=self.device, key="resume_from")
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
-            pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
-            hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
-            raise ValueError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
-        if str(checkpoint["config"].get("model")).lower() != self.config["model"].lower():
-            raise ValueError(
-                f"config key `resume_from`: {resume_file} was written by model {checkpoint['config'].get('model')}, "
-                f"not {self.config['model']}"
-            )
+        self._check_resume_state(checkpoint, resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
         if checkpoint.get("best_model_file"):
-            self.saved_model_file = checkpoint["best_model_file"]
+            self._continue_files_of(checkpoint, resume_file)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -124,11 +177,52 @@ class SafeCheckpointMixin:
         self.eval_seconds = list(checkpoint.get("eval_seconds", []))
         self.train_loss_history = list(checkpoint.get("train_loss_history", []))
         self.valid_history = list(checkpoint.get("valid_history", []))
-        self.logger.info(f"Resumed from {resume_file}: training continues at epoch {self.start_epoch}")
+        self._pending_resume = {"rng": checkpoint.get("rng"), "train_order": checkpoint.get("train_order"),
+                                "file": resume_file}
+        self.logger.info(f"Resumed run {self.run_id} from {resume_file}: training continues at epoch "
+                         f"{self.start_epoch}")
+
+    def _check_resume_state(self, checkpoint, resume_file: str) -> None:
+        """``ValueError`` unless ``checkpoint`` is a training state of this model, data set,
+        architecture and of the settings the state would override."""
+        pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
+        if pretrain or not isinstance(checkpoint, dict) or not {"state_dict", "epoch"} <= set(checkpoint):
+            hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
+            raise ValueError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
+        saved = checkpoint.get("settings")
+        if saved is None and checkpoint.get("config") is not None:  # a state written before the settings were
+            saved = training_resume_settings(checkpoint["config"])
+        check_training_resume(saved or {}, training_resume_settings(self.config), resume_file)
+        check_state_dict_shapes(checkpoint["state_dict"], self.model.state_dict(), resume_file)
+
+    def _continue_files_of(self, checkpoint: dict, resume_file: str) -> None:
+        """Write the resumed run's files (its best model, its ``-last.pth``), under its run id."""
+        best = checkpoint["best_model_file"]
+        if checkpoint.get("best_valid_result") is not None and not os.path.isfile(best):
+            raise ValueError(f"config key `resume_from`: {resume_file} names the best model file {best}, which is "
+                             f"missing (the resumed run could not report its test score)")
+        self.saved_model_file = best
+        self.run_id = checkpoint.get("run_id") or self.run_id
+        self._best_model_stamp = _file_stamp(best)
+
+    def _restore_run_state(self, train_data) -> None:
+        pending, self._pending_resume = self._pending_resume, None
+        if pending["train_order"] is not None:
+            try:
+                load_train_order_state(train_data, pending["train_order"])
+            except ValueError as err:
+                raise ValueError(f"cannot resume training from {pending['file']}: {err}") from None
+        if pending["rng"] is not None:
+            set_rng_states(pending["rng"])
+        else:
+            self.logger.warning("the resume state holds no RNG states (written by an older recbole_mm): the "
+                                "resumed epochs will not repeat those of an uninterrupted run exactly")
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
+            if model_file is None:
+                self._check_own_best_model()
             self._load_model_checkpoint(model_file or self.saved_model_file)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
