@@ -90,10 +90,10 @@ def read_config_file(path: str, loader=yaml.SafeLoader) -> dict:
     try:
         content = yaml.load(text, Loader=loader)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)  # where it began
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"config file {path}{where}: not valid YAML ({problem})") from None
+        problem = "; ".join(p for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p)
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({problem or str(err).splitlines()[0]})") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

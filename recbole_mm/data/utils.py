@@ -15,13 +15,14 @@ import os
 from logging import getLogger
 from typing import List, Optional, Tuple
 
+import pandas as pd
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
 from recbole_mm.data.aliexpress import CATEGORICAL, COLUMNS, LABELS, NUMERICAL
-from recbole_mm.data.atomic_files import DataFileError, check_atomic_file, check_column_types, find_unreadable_line
+from recbole_mm.data.atomic_files import check_atomic_file, check_column_types, find_unreadable_line
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
 from recbole_mm.data.features import feature_folders
@@ -146,14 +147,19 @@ def check_atomic_files(config) -> None:
             check_column_types(path, columns, CATEGORICAL + NUMERICAL + LABELS, "float")
 
 
+def _is_read_error(err: Exception) -> bool:
+    """Whether RecBole's reading of an atomic file failed (pandas could not parse a line or a float)."""
+    return isinstance(err, (UnicodeDecodeError, pd.errors.ParserError)) or "could not convert" in str(err)
+
+
 def _load_dataset(config, make):
     """``make()``; when RecBole fails to read a file (bytes not in the encoding, a float cell that
     is no number, a row of another length), a ``DataFileError`` naming the file, line and column."""
     try:
         return make()
-    except DataFileError:
-        raise
     except (UnicodeDecodeError, ValueError) as err:
+        if not _is_read_error(err):
+            raise
         sep, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
         for path, _ in atomic_files(config):
             found = find_unreadable_line(path, sep, encoding, config["seq_separator"] or " ")
