@@ -24,7 +24,7 @@ class DataFileError(ValueError):
 
 def _not_encoded(path: str, line_no: int, raw: bytes, err: UnicodeDecodeError, encoding: str) -> DataFileError:
     return DataFileError(f"{path}, line {line_no}: bytes that are not {encoding} ({raw[err.start:err.end]!r}); "
-                         f"save the file as {encoding} or set config key `encoding`")
+                         f"save the file as {encoding}")
 
 
 def read_atomic_header(path: str, sep: str = "\t", encoding: str = "utf-8") -> List[Tuple[str, str]]:
