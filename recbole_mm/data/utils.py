@@ -149,7 +149,9 @@ def check_atomic_files(config) -> None:
 
 def _is_read_error(err: Exception) -> bool:
     """Whether RecBole's reading of an atomic file failed (pandas could not parse a line or a float)."""
-    return isinstance(err, (UnicodeDecodeError, pd.errors.ParserError)) or "could not convert" in str(err)
+    if isinstance(err, (UnicodeDecodeError, pd.errors.ParserError)):
+        return True
+    return any(text in str(err).lower() for text in ("could not convert", "unable to convert"))
 
 
 def _load_dataset(config, make):
