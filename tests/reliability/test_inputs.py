@@ -224,3 +224,9 @@ def test_ignored_settings_are_logged_by_a_run(sources, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit):
         cli.main(SMALL_SASREC + ["--dataset=noitem", f"--data_path={tmp_path}", "--fine_tune_freeze_encoder=False"])
     assert "config key `fine_tune_freeze_encoder` is ignored with adaptation ground_built" in caplog.text
+
+
+def test_empty_yaml_file_is_an_empty_mapping(tmp_path):
+    """RecBole's own reading fails on an empty YAML file (``dict.update(None)``)."""
+    config = MMConfig("SASRec", "seq", config_file_list=[_write(tmp_path / "empty.yaml", "# nothing yet\n")])
+    assert config.file_contents == {str(tmp_path / "empty.yaml"): {}}
