@@ -5,7 +5,8 @@ from recbole_mm.cli import main
 
 
 def console() -> int:
-    """Console-script entry: ``main`` returns the result dict, which must not become the exit status."""
+    """Console-script entry: ``main`` returns the result dict, which must not become the exit status
+    (an input error exits with status 2 from ``main``)."""
     main()
     return 0
 

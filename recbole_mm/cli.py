@@ -10,7 +10,14 @@ from typing import List, Optional
 
 import yaml
 
-from recbole_mm.config import RECBOLE_PROPERTIES_DIR, plugin_model_yaml_files, yaml_key_docs
+from recbole_mm.config import (
+    RECBOLE_PROPERTIES_DIR,
+    ConfigError,
+    plugin_model_yaml_files,
+    read_config_file,
+    yaml_key_docs,
+)
+from recbole_mm.data.atomic_files import DataFileError
 from recbole_mm.data.synthetic import DEFAULT_SYNTHETIC
 from recbole_mm.resources import plugin_yaml, properties_dir
 from recbole_mm.runner import run
@@ -33,7 +40,13 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later wins")
     parser.add_argument("--nproc", type=int, default=1, help="processes for torch.distributed training")
     parser.add_argument("--port", type=int, default=29533, help="TCP port of the distributed rendezvous")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an input error (also with --state=DEBUG)")
     return parser
+
+
+# errors of the user's input (config files and values, data files): one `error:` line, no traceback
+INPUT_ERRORS = (ConfigError, DataFileError, FileNotFoundError)
 
 
 def _format_value(value) -> str:
@@ -85,9 +98,24 @@ def keys_help(argv: List[str]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
+    """Run the command line; an input error (:data:`INPUT_ERRORS`) prints one ``error: ...`` line to
+    stderr and exits with status 2, with its traceback only under ``--debug`` or ``--state=DEBUG``."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_known_warnings()
     args, _ = build_parser(argv).parse_known_args(argv)
+    try:
+        return _run(args, [a for a in argv if a != "--debug"])
+    except INPUT_ERRORS as err:
+        if args.debug or _debug_state(argv, args.config_files):
+            raise
+        message = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace, argv: List[str]) -> dict:
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1 (processes on this machine), got {args.nproc}")
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     dataset = args.dataset
     if dataset is None and not _files_name_dataset(config_files):
@@ -108,10 +136,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
     return result
 
 
+def _debug_state(argv: List[str], config_files: Optional[str]) -> bool:
+    """Whether the run asks for RecBole's ``state: DEBUG`` (command line or a readable config file)."""
+    states = []
+    for path in (config_files or "").split():
+        try:
+            states.append(read_config_file(path).get("state"))
+        except ConfigError:
+            continue
+    states += [a.split("=", 1)[1] for a in argv if a.startswith("--state=")]  # the command line wins
+    return bool(states) and str(states[-1]).upper() == "DEBUG"
+
+
 def _files_name_dataset(config_files: Optional[List[str]]) -> bool:
     """Whether one of the YAML files sets `dataset` (a name or a list of domains)."""
-    for path in config_files or []:
-        with open(path, "r", encoding="utf-8") as f:
-            if "dataset" in (yaml.safe_load(f) or {}):
-                return True
-    return False
+    return any("dataset" in read_config_file(path) for path in config_files or [])

@@ -28,7 +28,7 @@ from recbole_mm.checkpoint import (
     rng_states,
     set_rng_states,
 )
-from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, MMConfig, adaptation_mode, check_choice
+from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, ConfigError, MMConfig, adaptation_mode, check_choice
 from recbole_mm.curves import plot_training_curve
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
@@ -112,7 +112,9 @@ def run(
 ) -> dict:
     """Train and evaluate; with ``nproc`` > 1 through RecBole's torch.distributed path
     (``nproc`` processes on this machine: gloo on CPU, NCCL on GPUs). Returns rank 0's results."""
-    if nproc <= 1:
+    if nproc < 1:
+        raise ConfigError(f"nproc must be at least 1 (processes on this machine), got {nproc}")
+    if nproc == 1:
         return run_single(model, dataset, config_file_list, config_dict, saved, read_command_line)
     import torch.multiprocessing as mp
 
@@ -215,6 +217,8 @@ def run_single(
     log_file = setup_logging(config)
     logger = getLogger()
     logger.info(config)
+    for warning in config.ignored_settings:
+        logger.warning(warning)
     logger.info(set_color("device", "yellow") + f": {device_name(config['device'])}")
     if config["stage"] == "pretrain":
         settings = resume_settings(config, domain_names(config["dataset"]))

@@ -16,6 +16,7 @@ from typing import Dict
 import numpy as np
 import pandas as pd
 
+from recbole_mm.data.atomic_files import DataFileError, non_finite_as_missing
 from recbole_mm.fileio import atomic_output
 
 N_CATEGORICAL, N_NUMERICAL = 16, 63
@@ -25,7 +26,7 @@ LABELS = ["click", "conversion"]
 COLUMNS = ["search_id"] + CATEGORICAL + NUMERICAL + LABELS
 
 
-class AliExpressFormatError(ValueError):
+class AliExpressFormatError(DataFileError):
     """A file does not follow the AliExpress layout; the message names the row and column."""
 
 
@@ -46,21 +47,52 @@ class MultiTaskTable:
                               self.labels[index])
 
 
-def _numeric_column(frame: pd.DataFrame, column: str, path: str) -> np.ndarray:
+# cells of a numerical column that mean "no value" (missing, with a count in the log)
+MISSING_TEXT = ("", "nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+
+
+def _where(path: str, row: int, column: str) -> str:
+    return f"{path}, data row {row + 1} (line {row + 2}), column {column!r}"
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, path: str, missing_ok: bool = False) -> np.ndarray:
+    """A column of strings as float64; a cell that is no number is an error naming it (with
+    ``missing_ok`` the cells of :data:`MISSING_TEXT` pass, as NaN or inf)."""
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna()
+    if missing_ok:
+        bad &= ~raw.str.strip().str.lower().isin(MISSING_TEXT)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise AliExpressFormatError(
-            f"{path}, data row {row + 1} (line {row + 2}), column {column!r}: "
-            f"expected a number, got {raw.iloc[row]!r}"
-        )
-    return values.to_numpy()
+        raise AliExpressFormatError(f"{_where(path, row, column)}: expected a number, got {raw.iloc[row]!r}")
+    return values.to_numpy(dtype=np.float64)
+
+
+def check_codes(frame: pd.DataFrame, codes: np.ndarray, path: str) -> None:
+    """Every categorical code (N, 16) a finite non-negative integer; else an error naming the cell."""
+    for j, column in enumerate(CATEGORICAL):
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(codes[:, j]) | (codes[:, j] < 0) | (codes[:, j] != np.round(codes[:, j]))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise AliExpressFormatError(f"{_where(path, row, column)}: expected a non-negative integer code, "
+                                        f"got {frame[column].iloc[row]!r}")
+
+
+def check_labels(frame: pd.DataFrame, labels: np.ndarray, path: str) -> None:
+    """Every label (N, 2) 0 or 1; else an error naming the cell."""
+    for j, column in enumerate(LABELS):
+        bad = ~np.isin(labels[:, j], (0, 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise AliExpressFormatError(f"{_where(path, row, column)}: label must be 0 or 1, "
+                                        f"got {frame[column].iloc[row]!r}")
 
 
 def read_aliexpress_csv(path: str) -> MultiTaskTable:
-    """Read and validate one AliExpress-format CSV."""
+    """Read and validate one AliExpress-format CSV. A numerical cell that is empty, NaN or
+    infinite is missing (NaN, counted in the log); codes and labels must be valid."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"AliExpress-format file {path} not found")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -68,28 +100,15 @@ def read_aliexpress_csv(path: str) -> MultiTaskTable:
     if missing:
         raise AliExpressFormatError(f"{path}: missing column(s) {missing}; expected the layout {COLUMNS[:3]}...")
     categorical = np.stack([_numeric_column(frame, c, path) for c in CATEGORICAL], axis=1)
-    for j, column in enumerate(CATEGORICAL):
-        bad = (categorical[:, j] < 0) | (categorical[:, j] != np.round(categorical[:, j]))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise AliExpressFormatError(
-                f"{path}, data row {row + 1} (line {row + 2}), column {column!r}: "
-                f"expected a non-negative integer code, got {frame[column].iloc[row]!r}"
-            )
-    numerical = np.stack([_numeric_column(frame, c, path) for c in NUMERICAL], axis=1)
+    check_codes(frame, categorical, path)
+    numerical = pd.DataFrame({c: _numeric_column(frame, c, path, missing_ok=True) for c in NUMERICAL})
+    non_finite_as_missing(numerical, NUMERICAL, path)
     labels = np.stack([_numeric_column(frame, c, path) for c in LABELS], axis=1)
-    for j, column in enumerate(LABELS):
-        bad = ~np.isin(labels[:, j], (0, 1))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise AliExpressFormatError(
-                f"{path}, data row {row + 1} (line {row + 2}), column {column!r}: "
-                f"label must be 0 or 1, got {frame[column].iloc[row]!r}"
-            )
+    check_labels(frame, labels, path)
     return MultiTaskTable(
         frame["search_id"].to_numpy(dtype=str),
         categorical.astype(np.int64),
-        numerical.astype(np.float32),
+        numerical.to_numpy(dtype=np.float32),
         labels.astype(np.float32),
     )
 

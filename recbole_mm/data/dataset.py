@@ -15,7 +15,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureType
 
+from recbole_mm.data.atomic_files import non_finite_as_missing
 from recbole_mm.data.features import (
     FeatureFileError,
     ItemFeature,
@@ -46,6 +48,15 @@ class BenchmarkSequentialDataset(SequentialDataset):
                     dataset_path = folder
                     break
         return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
+
+    def _load_feat(self, filepath, source):
+        """RecBole's reading, then infinite float values made missing (counted in the log; RecBole
+        fills them with the column mean), so none reaches a model or a normalisation bound."""
+        frame = super()._load_feat(filepath, source)
+        if frame is not None:
+            floats = [f for f in frame.columns if self.field2type.get(f) == FeatureType.FLOAT]
+            non_finite_as_missing(frame, floats, filepath)
+        return frame
 
     def item_log_popularity(self) -> np.ndarray:
         """log p(item) over this split's target items, (n_items,), add-one smoothed; 0 for padding

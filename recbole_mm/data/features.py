@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from recbole_mm.data.atomic_files import DataFileError
 from recbole_mm.fileio import atomic_output
 
 KNOWN_MODALITIES = ("text", "image", "price")
@@ -28,7 +29,7 @@ KNOWN_MODALITIES = ("text", "image", "price")
 PREPROCESS_OUTPUT_DIR = "dataset"
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(DataFileError):
     """A feature file is missing, malformed, or does not fit the data set."""
 
 

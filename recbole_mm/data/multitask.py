@@ -8,22 +8,38 @@ target's for ``MMModelType.ADVERSARIAL`` models (TAA, DAA).
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, List, Tuple
 
+import numpy as np
 import pandas as pd
 import torch
 from recbole.data.dataset import Dataset as RecBoleDataset
 from recbole.data.interaction import Interaction
+from recbole.utils import FeatureSource
 
-from recbole_mm.data.aliexpress import CATEGORICAL, LABELS, NUMERICAL, stratified_sample
+from recbole_mm.data.aliexpress import CATEGORICAL, LABELS, NUMERICAL, check_codes, check_labels, stratified_sample
+from recbole_mm.data.atomic_files import DataFileError, non_finite_as_missing
+
+# the metric that each label's classes make defined, per task
+LABEL_METRICS = {"click": "ctr_auc", "conversion": "ctcvr_auc"}
 
 
 class MultiTaskDataset(RecBoleDataset):
     """RecBole ``Dataset`` over AliExpress-format atomic files (no user or item ids).
 
     Categorical codes are float fields holding raw integers (no per-data-set re-mapping), the
-    numerical features float fields, ``click`` and ``conversion`` the two labels.
+    numerical features float fields, ``click`` and ``conversion`` the two labels. As a file is
+    read, a code or label that is not valid is an error naming its line and column; a numerical
+    value that is empty, NaN or infinite is missing (counted in the log, filled with the column
+    mean), so no NaN or infinite value reaches training.
     """
+
+    def _load_feat(self, filepath, source):
+        frame = super()._load_feat(filepath, source)
+        if frame is not None and source == FeatureSource.INTERACTION:
+            check_multitask_frame(frame, filepath)
+        return frame
 
     def tensors(self, inter=None):
         """(categorical int64 (N, 16), numerical float32 (N, 63), labels float32 (N, 2))."""
@@ -39,6 +55,28 @@ class MultiTaskDataset(RecBoleDataset):
         if isinstance(frame, pd.DataFrame):
             return [int(frame[f].max()) + 1 for f in CATEGORICAL]
         return [int(frame[f].max().item()) + 1 for f in CATEGORICAL]
+
+
+def check_multitask_frame(frame: pd.DataFrame, path: str) -> None:
+    """A loaded AliExpress-format atomic file: codes and labels valid (else an error naming the
+    cell), numerical values finite or missing (the count logged)."""
+    present = [c for c in CATEGORICAL + LABELS if c in frame.columns]
+    if len(present) == len(CATEGORICAL + LABELS):
+        check_codes(frame, frame[CATEGORICAL].to_numpy(dtype=np.float64, na_value=np.nan), path)
+        check_labels(frame, frame[LABELS].to_numpy(dtype=np.float64, na_value=np.nan), path)
+    non_finite_as_missing(frame, NUMERICAL, path)
+
+
+def check_label_classes(labels: np.ndarray, path: str) -> None:
+    """``DataFileError`` when a label of a validation split holds one class only: its AUC, and
+    model selection on it, would be undefined."""
+    for j, label in enumerate(LABELS):
+        classes = np.unique(labels[:, j])
+        if len(classes) < 2:
+            value = int(classes[0]) if len(classes) else "no row"
+            raise DataFileError(f"{path}: every row has {label} = {value}; {LABEL_METRICS[label]} on the validation "
+                                f"split is undefined. Expected rows with {label} 0 and 1 (a stratified split, as "
+                                f"recbole_mm.data.aliexpress.convert_csv draws)")
 
 
 class MultiTaskDataLoader:
@@ -88,6 +126,7 @@ def multitask_dataloaders(config, dataset: MultiTaskDataset):
     ``train_sample_ratio`` < 1 training uses a stratified sample of the training rows (label
     rates kept): the "little target data" setting of the adaptation experiments."""
     train, valid, test = dataset.build()
+    check_label_classes(valid.tensors()[2].numpy(), _split_file(config, dataset, 1))
     rows = None
     ratio = config["train_sample_ratio"]
     if ratio is not None and ratio < 1:
@@ -98,6 +137,12 @@ def multitask_dataloaders(config, dataset: MultiTaskDataset):
         MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False),
         MultiTaskDataLoader(config, test, config["eval_batch_size"], shuffle=False),
     )
+
+
+def _split_file(config, dataset, part: int) -> str:
+    """The atomic file of a split (0 train, 1 valid, 2 test) of a pre-split data set."""
+    name = config["benchmark_filename"][part]
+    return os.path.join(dataset.dataset_path, f"{dataset.dataset_name}.{name}.inter")
 
 
 def _cycle(loader):

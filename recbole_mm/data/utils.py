@@ -13,13 +13,16 @@ from __future__ import annotations
 import importlib
 import os
 from logging import getLogger
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
+import pandas as pd
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
+from recbole_mm.data.aliexpress import CATEGORICAL, COLUMNS, LABELS, NUMERICAL
+from recbole_mm.data.atomic_files import check_atomic_file, check_column_types, find_unreadable_line
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
 from recbole_mm.data.features import feature_folders
@@ -113,6 +116,82 @@ def check_dataset_files(config) -> None:
                 )
     elif not os.path.isfile(os.path.join(data_path, f"{name}.inter")):
         raise FileNotFoundError(f"{os.path.join(data_path, name + '.inter')} not found")
+    check_atomic_files(config)
+
+
+def atomic_files(config) -> List[Tuple[str, str]]:
+    """``(path, source)`` of every atomic file the run's data set reads: its ``.inter`` file(s),
+    and its ``.item`` / ``.user`` files where present and loaded."""
+    data_path, name = config["data_path"], config["dataset"]
+    parts = config["benchmark_filename"]
+    files = [(os.path.join(data_path, f"{name}.{part}.inter" if parts else f"{name}.inter"), "inter")
+             for part in (parts or [None])]
+    load_col = config["load_col"]
+    for source in ("item", "user"):
+        if isinstance(load_col, dict) and source not in load_col:
+            continue  # RecBole does not read it
+        path = _first_file(feature_folders(config["feature_dir"], data_path, name), f"{name}.{source}")
+        if path:
+            files.append((path, source))
+    return files
+
+
+def _first_file(folders: List[str], file_name: str) -> Optional[str]:
+    return next((os.path.join(f, file_name) for f in folders if os.path.isfile(os.path.join(f, file_name))), None)
+
+
+def required_columns(config, source: str) -> Tuple[List[str], str]:
+    """The columns an atomic file of ``source`` must have, and who needs them: the AliExpress
+    layout for multi-task models; else the file's ``load_col`` entry (RecBole would skip a listed
+    column the file lacks and train without it), less the history fields RecBole derives itself
+    when the data set is not pre-split; else the user and item id fields."""
+    if config["MODEL_TYPE"] in MULTITASK_TYPES and source == "inter":
+        return COLUMNS, "the AliExpress layout of multi-task models, docs/multitask.md"
+    load_col = config["load_col"]
+    if isinstance(load_col, dict) and source in load_col:
+        columns = list(load_col[source])
+        if not config["benchmark_filename"]:
+            derived = (config["LIST_SUFFIX"] or "_list", config["ITEM_LIST_LENGTH_FIELD"])
+            columns = [c for c in columns if not c.endswith(derived[0]) and c != derived[1]]
+        return columns, f"config key `load_col` {source}"
+    fields = {"inter": ("USER_ID_FIELD", "ITEM_ID_FIELD"), "item": ("ITEM_ID_FIELD",), "user": ("USER_ID_FIELD",)}
+    keys = [key for key in fields[source] if config[key]]
+    return [config[key] for key in keys], "config key(s) " + ", ".join(f"`{key}`" for key in keys)
+
+
+def check_atomic_files(config) -> None:
+    """Every atomic file of the run, read as far as its header and first row: ``DataFileError``
+    naming the file for an empty or header-only file, a header that is not ``name:type``, bytes that
+    are not ``encoding``, a column the run needs that is missing (or renamed)."""
+    sep, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    for path, source in atomic_files(config):
+        required, why = required_columns(config, source)
+        columns = check_atomic_file(path, required, why, sep, encoding)
+        if config["MODEL_TYPE"] in MULTITASK_TYPES and source == "inter":
+            check_column_types(path, columns, CATEGORICAL + NUMERICAL + LABELS, "float")
+
+
+def _is_read_error(err: Exception) -> bool:
+    """Whether RecBole's reading of an atomic file failed (pandas could not parse a line or a float)."""
+    if isinstance(err, (UnicodeDecodeError, pd.errors.ParserError)):
+        return True
+    return any(text in str(err).lower() for text in ("could not convert", "unable to convert"))
+
+
+def _load_dataset(config, make):
+    """``make()``; when RecBole fails to read a file (bytes not in the encoding, a float cell that
+    is no number, a row of another length), a ``DataFileError`` naming the file, line and column."""
+    try:
+        return make()
+    except (UnicodeDecodeError, ValueError) as err:
+        if not _is_read_error(err):
+            raise
+        sep, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+        for path, _ in atomic_files(config):
+            found = find_unreadable_line(path, sep, encoding, config["seq_separator"] or " ")
+            if found is not None:
+                raise found from err
+        raise
 
 
 # Stock models that read item attribute fields from a <D>.item file, and the keys naming them
@@ -141,15 +220,15 @@ def create_dataset(config):
         return create_multidomain_dataset(config)
     check_dataset_files(config)
     if config["MODEL_TYPE"] in MULTITASK_TYPES:
-        return MultiTaskDataset(config)
+        return _load_dataset(config, lambda: MultiTaskDataset(config))
     dataset_class = getattr(get_model(config["model"]), "dataset_class", None)
     if dataset_class is None and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["benchmark_filename"]:
         recbole_datasets = importlib.import_module("recbole.data.dataset")
         if not hasattr(recbole_datasets, config["model"] + "Dataset"):
             dataset_class = BenchmarkSequentialDataset
     if dataset_class is None:
-        return recbole_create_dataset(config)
-    return dataset_class(config)
+        return _load_dataset(config, lambda: recbole_create_dataset(config))
+    return _load_dataset(config, lambda: dataset_class(config))
 
 
 def create_multidomain_dataset(config) -> MultiDomainDataset:
@@ -188,7 +267,7 @@ def adversarial_dataloaders(config, dataset):
         raise ValueError("config key `source_dataset` is required: the data set the source model was trained on")
     source_config = config.for_dataset(name, state="WARNING")
     check_dataset_files(source_config)
-    source_train, _, _ = MultiTaskDataset(source_config).build()
+    source_train, _, _ = _load_dataset(source_config, lambda: MultiTaskDataset(source_config)).build()
     train, valid, test = multitask_dataloaders(config, dataset)
     source = MultiTaskDataLoader(config, source_train, config["train_batch_size"], shuffle=True)
     return SourceTargetLoader(source, train), valid, test

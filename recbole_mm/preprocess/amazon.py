@@ -133,6 +133,7 @@ def read_meta(path: str, wanted: Optional[set] = None, text_fields: Sequence[str
             raise RawDataError(f"text field {field!r} is not a metadata field; expected some of {list(TEXT_FIELDS)}")
     meta: Dict[str, dict] = {}
     duplicates = 0
+    not_prices: List[object] = []  # non-empty price fields that are no price
     for line_no, obj in iter_json_lines(path):
         if "asin" not in obj:
             raise RawDataError(f"{path}, line {line_no}: missing field 'asin' (every metadata record needs one)")
@@ -153,8 +154,13 @@ def read_meta(path: str, wanted: Optional[set] = None, text_fields: Sequence[str
             "price": parse_price(obj.get("price")),
             "image_urls": len(images) if isinstance(images, list) else 0,
         }
+        if meta[asin]["price"] is None and obj.get("price") not in (None, ""):
+            not_prices.append(obj["price"])
     if duplicates:
         getLogger().warning(f"{path}: {duplicates} repeated ASIN records ignored (the first one is kept)")
+    if not_prices:
+        getLogger().warning(f"{path}: {len(not_prices)} price fields are not a price (e.g. {str(not_prices[0])[:40]!r}; "
+                            f"a positive amount such as $12.99 was expected): those items have no price")
     if not meta:
         raise RawDataError(f"{path}: no metadata record matches the reviewed items")
     return meta
