@@ -41,6 +41,15 @@ import torch
 
 from recbole_mm.fileio import atomic_output
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (unreadable, unsafe, of another run or model): the message
+    names the file and the config key, in one line."""
+
+
+class _CorruptRecord(ValueError):
+    """A zip record of a checkpoint failed its CRC-32 check (reported as a CheckpointError)."""
+
+
 CHECKPOINT_FORMAT = "recbole_mm.transferable/1"
 RESUME_FORMAT = "recbole_mm.pretrain_resume/1"
 # configuration keys that fix the shapes of a transferable model's parameters
@@ -88,8 +97,11 @@ def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mma
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"{where}checkpoint file {path} not found")
     if os.path.getsize(path) == 0:
-        raise ValueError(f"{where}checkpoint file {path} is empty (0 bytes): a run was cut off while writing it, "
+        raise CheckpointError(f"{where}checkpoint file {path} is empty (0 bytes): a run was cut off while writing it, "
                          f"or it is not a checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{where}checkpoint file {path} refused: it is not the zip archive torch.save writes; "
+                              f"it is truncated, corrupt, or not a checkpoint")
     try:
         _check_records(path)
         with warnings.catch_warnings():  # an old file's protocol warning: the refusal below says it in one line
@@ -98,24 +110,23 @@ def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mma
     except PermissionError:
         raise
     except Exception as err:  # noqa: BLE001 - whatever fails to decode (torch raises a dozen types) is refused
-        raise ValueError(f"{where}checkpoint file {path} refused: {_refusal(err)}") from None
+        raise CheckpointError(f"{where}checkpoint file {path} refused: {_refusal(err)}") from None
 
 
 def _check_records(path: str) -> None:
     """A zip checkpoint (torch.save's format) must pass its CRC-32 checks: torch.load does not check
     them, so a flipped byte in a tensor would load silently."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        if bad is not None:
-            raise ValueError(f"record {bad} fails its CRC-32 check")
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise _CorruptRecord(f"record {bad} fails its CRC-32 check")
 
 
 def load_model_checkpoint(path: str, key: str, map_location=None) -> dict:
     """A trained model's checkpoint (:func:`load_checkpoint`): a dict with ``state_dict``."""
     checkpoint = load_checkpoint(path, map_location=map_location, key=key)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"config key `{key}`: {path} holds no model (expected the checkpoint of a training run, "
+        raise CheckpointError(f"config key `{key}`: {path} holds no model (expected the checkpoint of a training run, "
                          f"a dict with `state_dict`)")
     return checkpoint
 
@@ -197,11 +208,11 @@ def save_pretrained(model: torch.nn.Module, path: str, extra: dict = None) -> st
 def load_pretrained(path: str) -> dict:
     """Read a checkpoint written by :func:`save_pretrained` (clear errors for other files)."""
     if not path:
-        raise ValueError("config key `pretrained_checkpoint` is empty: name the file written by a "
+        raise CheckpointError("config key `pretrained_checkpoint` is empty: name the file written by a "
                          "--stage=pretrain run (its results JSON gives the path)")
     checkpoint = load_checkpoint(path, map_location="cpu", key="pretrained_checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a transferable checkpoint (format {CHECKPOINT_FORMAT!r}); a RecBole best-model "
             f"checkpoint cannot be used: pre-train with --stage=pretrain"
         )
@@ -232,7 +243,7 @@ def check_checkpoint_fits(checkpoint: dict, target: Dict, path: str) -> None:
     """Raise ``ValueError`` listing every way ``checkpoint`` does not fit the target model."""
     problems = checkpoint_mismatches(checkpoint["metadata"], target)
     if problems:
-        raise ValueError(f"pre-trained checkpoint {path} does not fit the target: " + "; ".join(problems))
+        raise CheckpointError(f"pre-trained checkpoint {path} does not fit the target: " + "; ".join(problems))
 
 
 # ----- pre-training resume states -----------------------------------------------------------------
@@ -254,14 +265,14 @@ def check_resume_settings(state: dict, settings: Dict, path: str) -> None:
     problems = [f"key `{key}` is {saved.get(key)!r} in the resume file, {value!r} in this run"
                 for key, value in settings.items() if saved.get(key) != value]
     if problems:
-        raise ValueError(f"cannot resume pre-training from {path}: " + "; ".join(problems))
+        raise CheckpointError(f"cannot resume pre-training from {path}: " + "; ".join(problems))
 
 
 def load_resume_state(path: str, settings: Dict) -> dict:
     """Read a pre-training resume state; ``ValueError`` naming every key that differs from ``settings``."""
     state = load_checkpoint(path, map_location="cpu", key="resume_from")
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise ValueError(f"config key `resume_from`: {path} is not a pre-training resume state (format "
+        raise CheckpointError(f"config key `resume_from`: {path} is not a pre-training resume state (format "
                          f"{RESUME_FORMAT!r}, the <checkpoint>-last.pth of a --stage=pretrain run)")
     check_resume_settings(state, settings, path)
     return state
@@ -342,7 +353,7 @@ def check_training_resume(saved: Mapping, settings: Mapping, path: str) -> None:
                 f"({TRAINING_RESUME_KEYS.get(key, 'the state was written with it')})"
                 for key, value in settings.items() if key in saved and saved[key] != value]
     if problems:
-        raise ValueError(f"cannot resume training from {path}: " + "; ".join(problems))
+        raise CheckpointError(f"cannot resume training from {path}: " + "; ".join(problems))
 
 
 def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
@@ -353,7 +364,7 @@ def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
                  f"this run" for name in own if name in saved and hasattr(saved[name], "shape")
                  and tuple(saved[name].shape) != tuple(own[name].shape)]
     if problems:
-        raise ValueError(f"cannot resume training from {path}: the model's architecture differs (a config key that "
+        raise CheckpointError(f"cannot resume training from {path}: the model's architecture differs (a config key that "
                          f"shapes it changed): " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
 
 
@@ -363,10 +374,10 @@ def convert_trusted_checkpoint(source: str, target: str) -> str:
     plain data that :func:`load_checkpoint` reads. ``source`` is unpickled with
     ``weights_only=False``, which can run code: only for a file you wrote yourself."""
     if os.path.abspath(source) == os.path.abspath(target):
-        raise ValueError(f"--convert: write the converted file next to {source}, not over it")
+        raise CheckpointError(f"--convert: write the converted file next to {source}, not over it")
     old = torch.load(source, map_location="cpu", weights_only=False)  # trusted by the user, explicitly
     if not isinstance(old, dict):
-        raise ValueError(f"--convert: {source} holds a {type(old).__name__}, not a checkpoint (a dict)")
+        raise CheckpointError(f"--convert: {source} holds a {type(old).__name__}, not a checkpoint (a dict)")
     payload = {key: plain_config(value) if hasattr(value, "final_config_dict") else plain(value)
                for key, value in old.items()}
     save_checkpoint(payload, target)

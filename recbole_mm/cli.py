@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import yaml
 
+from recbole_mm.checkpoint import CheckpointError
 from recbole_mm.config import (
     RECBOLE_PROPERTIES_DIR,
     ConfigError,
@@ -19,6 +20,7 @@ from recbole_mm.config import (
 )
 from recbole_mm.data.atomic_files import DataFileError
 from recbole_mm.data.synthetic import DEFAULT_SYNTHETIC
+from recbole_mm.fileio import DiskFullError
 from recbole_mm.resources import plugin_yaml, properties_dir
 from recbole_mm.runner import run
 from recbole_mm.utils import MODEL_ALIASES, get_model, quiet_known_warnings
@@ -46,7 +48,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
 
 
 # errors of the user's input (config files and values, data files): one `error:` line, no traceback
-INPUT_ERRORS = (ConfigError, DataFileError, FileNotFoundError)
+INPUT_ERRORS = (ConfigError, DataFileError, CheckpointError, DiskFullError, FileNotFoundError)
 
 
 def _format_value(value) -> str:

@@ -28,6 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_mm.checkpoint import (
+    CheckpointError,
     check_state_dict_shapes,
     check_training_resume,
     load_checkpoint,
@@ -108,7 +109,7 @@ class SafeCheckpointMixin:
         """``ValueError`` when the best-model file is no longer the one this run wrote: its
         test score would be another model's."""
         if self._best_model_stamp is not None and _file_stamp(self.saved_model_file) != self._best_model_stamp:
-            raise ValueError(f"{self.saved_model_file} was rewritten by another process after run {self.run_id} "
+            raise CheckpointError(f"{self.saved_model_file} was rewritten by another process after run {self.run_id} "
                              f"saved its best model there: no test score is reported for a model this run did "
                              f"not train")
 
@@ -188,7 +189,7 @@ class SafeCheckpointMixin:
         pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
         if pretrain or not isinstance(checkpoint, dict) or not {"state_dict", "epoch"} <= set(checkpoint):
             hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
-            raise ValueError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
+            raise CheckpointError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
         saved = checkpoint.get("settings")
         if saved is None and checkpoint.get("config") is not None:  # a state written before the settings were
             saved = training_resume_settings(checkpoint["config"])
@@ -199,7 +200,7 @@ class SafeCheckpointMixin:
         """Write the resumed run's files (its best model, its ``-last.pth``), under its run id."""
         best = checkpoint["best_model_file"]
         if checkpoint.get("best_valid_result") is not None and not os.path.isfile(best):
-            raise ValueError(f"config key `resume_from`: {resume_file} names the best model file {best}, which is "
+            raise CheckpointError(f"config key `resume_from`: {resume_file} names the best model file {best}, which is "
                              f"missing (the resumed run could not report its test score)")
         self.saved_model_file = best
         self.run_id = checkpoint.get("run_id") or self.run_id
@@ -211,7 +212,7 @@ class SafeCheckpointMixin:
             try:
                 load_train_order_state(train_data, pending["train_order"])
             except ValueError as err:
-                raise ValueError(f"cannot resume training from {pending['file']}: {err}") from None
+                raise CheckpointError(f"cannot resume training from {pending['file']}: {err}") from None
         if pending["rng"] is not None:
             set_rng_states(pending["rng"])
         else:

@@ -59,8 +59,9 @@ def data_path(tiny_data_path):
 
 
 def _cli_args(key: str, path: str, data_path: str, tmp_path) -> list:
-    """Command lines that pass ``path`` as ``--<key>`` to the run that reads it."""
-    common = [f"--data_path={data_path}", f"--checkpoint_dir={tmp_path / 'saved'}", "--show_progress=False",
+    """Command lines that pass ``path`` as ``--<key>`` to the run that reads it (``--debug``: the
+    error itself is raised, not printed as one line)."""
+    common = ["--debug", f"--data_path={data_path}", f"--checkpoint_dir={tmp_path / 'saved'}", "--show_progress=False",
               "--state=WARNING", "--epochs=1", f"--{key.split('(')[0]}={path}"]
     if key == "pretrained_checkpoint":
         return ["--model=ANT", "--dataset=tiny", "--adaptation=fine_tune"] + common
@@ -287,3 +288,13 @@ def test_checkpoint_of_an_earlier_version_is_refused_with_the_remedy_and_convert
     assert converted["metadata"]["loss"] == 6.5 and converted["metadata"]["ids"].tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="not over it"):
         checkpoint_main(["--convert", new, new])
+
+
+def test_without_debug_a_refused_checkpoint_is_one_error_line_and_exit_status_2(data_path, tmp_path, capsys):
+    path = _write_payload_checkpoint(tmp_path / "payload.pth", tmp_path / "payload-ran")
+    argv = [a for a in _cli_args("pretrained_checkpoint", path, data_path, tmp_path) if a != "--debug"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: config key `pretrained_checkpoint`")
+    assert path in lines[0] and not (tmp_path / "payload-ran").exists()
