@@ -42,6 +42,11 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later wins")
     parser.add_argument("--nproc", type=int, default=1, help="processes for torch.distributed training")
     parser.add_argument("--port", type=int, default=29533, help="TCP port of the distributed rendezvous")
+    parser.add_argument("--world_size", type=int, default=None,
+                        help="several machines: all processes of all machines (default: --nproc)")
+    parser.add_argument("--ip", default="127.0.0.1", help="several machines: address of machine 0 (the rendezvous)")
+    parser.add_argument("--group_offset", type=int, default=0,
+                        help="several machines: global rank of this machine's first process")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an input error (also with --state=DEBUG)")
     return parser
@@ -125,7 +130,8 @@ def _run(args: argparse.Namespace, argv: List[str]) -> dict:
 
     sys.argv = [sys.argv[0]] + list(argv)
     result = run(args.model, dataset, config_file_list=config_files, read_command_line=True,
-                 nproc=args.nproc, port=args.port)
+                 nproc=args.nproc, port=args.port, world_size=args.world_size,
+                 ip=args.ip, group_offset=args.group_offset)
     if result.get("pretrained_model"):  # a stock model's pre-training stage (S3Rec)
         print(f"pre-trained model: {result['pretrained_model']}")
     elif result.get("stage") == "pretrain":

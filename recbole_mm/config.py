@@ -58,6 +58,20 @@ class UnknownConfigKeyError(ConfigError, KeyError):
     """A config key that no RecBole or plugin YAML declares (a ``KeyError`` too, as it always was)."""
 
 
+def global_rank(config) -> int:
+    """This process's rank among all processes of all nodes (0 for a single-process run):
+    ``local_rank`` on its node plus the node's ``offset`` (RecBole's ``group_offset``)."""
+    def value(key):
+        try:
+            return config[key]
+        except KeyError:
+            return None
+
+    if value("single_spec") or value("single_spec") is None:
+        return 0
+    return int(value("local_rank") or 0) + int(value("offset") or 0)
+
+
 def check_choice(key: str, value, allowed: Sequence[str]) -> None:
     """``ConfigError`` naming the config key, its value and the allowed values unless ``value`` is one."""
     if value not in allowed:
@@ -468,7 +482,7 @@ class MMConfig(Config):
             )
         config["device"] = torch.device("cpu")
         config["single_spec"] = False
-        if config["local_rank"] != 0:
+        if global_rank(config) != 0:  # one process of all machines logs
             config["state"] = "error"
             config["show_progress"] = False
             config["verbose"] = False

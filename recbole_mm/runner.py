@@ -28,7 +28,15 @@ from recbole_mm.checkpoint import (
     rng_states,
     set_rng_states,
 )
-from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES, ConfigError, MMConfig, adaptation_mode, check_choice
+from recbole_mm.config import (
+    ADAPTATION_MODES,
+    AUTO_STRATEGIES,
+    ConfigError,
+    MMConfig,
+    adaptation_mode,
+    check_choice,
+    global_rank,
+)
 from recbole_mm.curves import plot_training_curve
 from recbole_mm.data.multidomain import domain_names
 from recbole_mm.data.utils import create_dataset, ensure_embedded_datasets, prepare_data
@@ -109,17 +117,29 @@ def run(
     read_command_line: bool = False,
     nproc: int = 1,
     port: int = 29533,
+    world_size: Optional[int] = None,
+    ip: str = "127.0.0.1",
+    group_offset: int = 0,
 ) -> dict:
-    """Train and evaluate; with ``nproc`` > 1 through RecBole's torch.distributed path
-    (``nproc`` processes on this machine: gloo on CPU, NCCL on GPUs). Returns rank 0's results."""
+    """Train and evaluate; with more than one process through RecBole's torch.distributed path
+    (gloo on CPU, NCCL on GPUs). ``nproc`` processes on this machine; several machines (RecBole's
+    multi-node arguments): each starts ``nproc`` processes with the same ``world_size`` (all
+    processes of all machines), ``ip`` and ``port`` (machine 0's rendezvous) and its own
+    ``group_offset`` (the global rank of its first process). Returns this machine's first
+    process's results (metrics are reduced over all processes); files are written by global rank 0."""
+    world_size = nproc if world_size is None else world_size
     if nproc < 1:
         raise ConfigError(f"nproc must be at least 1 (processes on this machine), got {nproc}")
-    if nproc == 1:
+    if group_offset < 0 or world_size < group_offset + nproc:
+        raise ConfigError(f"world_size ({world_size}) must be at least group_offset ({group_offset}) + nproc "
+                          f"({nproc}): every process of every machine has a global rank below world_size")
+    if world_size == 1:
         return run_single(model, dataset, config_file_list, config_dict, saved, read_command_line)
     import torch.multiprocessing as mp
 
     dist_config = dict(config_dict or {})
-    dist_config.update({"world_size": nproc, "nproc": nproc, "ip": "127.0.0.1", "port": str(port), "offset": 0})
+    dist_config.update({"world_size": world_size, "nproc": nproc, "ip": ip, "port": str(port),
+                        "offset": group_offset})
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     mp.spawn(
@@ -181,7 +201,7 @@ def build_pipeline(config: MMConfig, logger: Optional[logging.Logger] = None) ->
 
 def build_model_and_trainer(config: MMConfig, train_data, logger: logging.Logger):
     """The model (seeded, adapted as config key ``adaptation`` says) and its trainer."""
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + global_rank(config), config["reproducibility"])
     model_class = get_model(config["model"])
     if config["stage"] == "pretrain":
         if not issubclass(model_class, Transferable):
@@ -446,7 +466,7 @@ def _pretrain(pipe: Pipeline, settings: Dict, resume: Optional[dict], log_file: 
 def run_lock(checkpoint_file: str, run_id: str, config, enabled: bool = True):
     """While a run trains, it holds ``<checkpoint>.lock`` (rank 0): a second process that would
     write the same files (a resume of a run that is still going) is refused."""
-    if not enabled or (not config["single_spec"] and config["local_rank"] != 0):
+    if not enabled or global_rank(config) != 0:
         yield
         return
     lock_file = os.path.splitext(checkpoint_file)[0] + ".lock"
@@ -493,7 +513,7 @@ def run_settings(config) -> Dict[str, object]:
 def _write_result(result: dict, config, log_file: str) -> dict:
     """Write the results JSON beside the log and the training curve beside it as a PNG (rank 0),
     and leave the process group."""
-    if config["local_rank"] == 0:
+    if global_rank(config) == 0:
         result["results_file"] = os.path.splitext(log_file)[0] + ".json"
         if result.get("train_loss_history") or result.get("valid_history"):
             result["curve_file"] = plot_training_curve(result, os.path.splitext(log_file)[0] + ".png")

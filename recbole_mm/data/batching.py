@@ -22,6 +22,8 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 
+from recbole_mm.config import global_rank
+
 
 
 def _chain_user_rows(histories, targets, max_len):
@@ -152,7 +154,7 @@ class SequenceTrainDataLoader:
         self.item_seq_field = dataset.item_id_list_field
         self.item_len_field = dataset.item_list_length_field
         self.uid_field = dataset.uid_field
-        self.rank = 0 if config["single_spec"] else int(config["local_rank"])
+        self.rank = global_rank(config)  # this process's share among all nodes' processes
         self.world_size = 1 if config["single_spec"] else int(config["world_size"])
         # like RecBole's loaders: each rank takes 1/world_size of the global batch
         self.batch_targets = max(1, int(config["train_batch_size"]) // self.world_size)

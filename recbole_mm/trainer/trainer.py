@@ -42,6 +42,7 @@ from recbole_mm.checkpoint import (
     training_resume_settings,
     with_run_id,
 )
+from recbole_mm.config import global_rank
 from recbole_mm.data.utils import load_train_order_state, train_order_state
 
 
@@ -80,7 +81,7 @@ class SafeCheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model checkpoint, written atomically (a reader never sees half a file)."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if global_rank(self.config) != 0:  # one writer across all nodes
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(self._model_state(epoch), target)
@@ -133,7 +134,7 @@ class SafeCheckpointMixin:
         the best result so far, the best model's file, the RNG states and the training loader's
         batch order, so a resumed run ends as the uninterrupted run would. What the plugin adds
         is plain data (``torch.load(weights_only=True)`` reads it)."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if global_rank(self.config) != 0:  # one writer across all nodes
             return
         state = {
             **self._model_state(epoch_idx),
