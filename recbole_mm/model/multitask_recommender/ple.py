@@ -10,34 +10,33 @@ from recbole_mm.model.multitask_recommender.abstract import MultiTaskRecommender
 
 
 class CGCLayer(nn.Module):
-    """One extraction level (customized gate control) in MTReclib's layout: ``n_tasks *
-    n_specific`` task-specific experts (task j's first) then ``n_shared`` shared experts; task
-    j's gate (``Linear(input -> n_specific + n_shared)``) mixes its own and the shared experts;
-    the shared gate (``Linear(input -> n_tasks * n_specific + n_shared)``) mixes all of them.
-    Every expert runs on the input of the gate that mixes it (as MTReclib; the paper runs each
-    expert once, on its own branch's input)."""
+    """One extraction level (customized gate control) in MTReclib's layout: ``n_specific``
+    task-specific experts per task, run on that task's branch, and ``n_shared`` shared experts,
+    run on the shared branch; task j's gate (``Linear(input -> n_specific + n_shared)``, on task
+    j's branch) mixes its own and the shared experts; the shared gate (``Linear(input -> n_tasks
+    * n_specific + n_shared)``, on the shared branch) mixes all of them."""
 
     def __init__(self, input_dim: int, expert: Callable[[int], nn.Module], n_tasks: int, n_specific: int,
                  n_shared: int, with_shared_gate: bool):
         super().__init__()
-        n_experts = n_tasks * n_specific + n_shared
-        self.experts = nn.ModuleList(expert(input_dim) for _ in range(n_experts))
-        self.gates = nn.ModuleList(ExpertGate(input_dim, n_specific + n_shared) for _ in range(n_tasks))
-        if with_shared_gate:
-            self.gates.append(ExpertGate(input_dim, n_experts))
-        shared = list(range(n_tasks * n_specific, n_experts))
-        self.expert_index = [list(range(j * n_specific, (j + 1) * n_specific)) + shared for j in range(n_tasks)]
-        self.expert_index.append(list(range(n_experts)))
+        self.specific = nn.ModuleList(nn.ModuleList(expert(input_dim) for _ in range(n_specific))
+                                      for _ in range(n_tasks))
+        self.shared = nn.ModuleList(expert(input_dim) for _ in range(n_shared))
+        self.task_gates = nn.ModuleList(ExpertGate(input_dim, n_specific + n_shared) for _ in range(n_tasks))
+        self.shared_gate = ExpertGate(input_dim, n_tasks * n_specific + n_shared) if with_shared_gate else None
 
     def forward(self, inputs: List[torch.Tensor], with_shared: bool) -> List[torch.Tensor]:
-        """``inputs``: one per task, then the shared branch's; returns the same list one level up
-        (the shared branch only if ``with_shared``, else its input unchanged)."""
-        n_out = len(inputs) if with_shared else len(inputs) - 1
-        outputs = [self.mix(g, inputs[g]) for g in range(n_out)]
-        return outputs if with_shared else outputs + [inputs[-1]]
-
-    def mix(self, g: int, x: torch.Tensor) -> torch.Tensor:
-        return self.gates[g](x, torch.stack([self.experts[i](x) for i in self.expert_index[g]], dim=-2))
+        """``inputs``: one branch per task, then the shared branch; returns the branches one level
+        up (the shared branch only if ``with_shared``, else its input unchanged)."""
+        shared_in = inputs[-1]
+        shared_out = [expert(shared_in) for expert in self.shared]
+        specific_out = [[expert(x) for expert in experts] for x, experts in zip(inputs, self.specific)]
+        outputs = [gate(x, torch.stack(own + shared_out, dim=-2))
+                   for x, own, gate in zip(inputs, specific_out, self.task_gates)]
+        if not with_shared:
+            return outputs + [shared_in]
+        every = [out for own in specific_out for out in own] + shared_out
+        return outputs + [self.shared_gate(shared_in, torch.stack(every, dim=-2))]
 
 
 class PLE(MultiTaskRecommender):
@@ -48,8 +47,8 @@ class PLE(MultiTaskRecommender):
 
     Differences, each a key: ``ple_levels: <n>`` builds n levels of experts that are whole
     ``bottom_dims`` MLPs instead; ``ple_last_shared_gate: False`` leaves out the last level's
-    shared gate, whose output nothing reads (MTReclib builds it; it is never computed here
-    either way, so it changes the parameter count only).
+    shared gate, whose output nothing reads (MTReclib builds it and, like this class, never
+    computes it; the key changes the parameter count only).
     """
 
     def build_backbone(self, input_dim: int) -> int:
