@@ -11,6 +11,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType
 
 from recbole_mm.checkpoint import load_model_checkpoint
+from recbole_mm.config import check_choice
 from recbole_mm.data.aliexpress import N_NUMERICAL
 from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
@@ -18,27 +19,35 @@ from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
 TASKS = ("ctr", "ctcvr")
 
 
+CTCVR_MODES = ("tower", "esmm")
+
+
 def vocab_sizes_of(checkpoint_file: str, key: str = "init_checkpoint") -> List[int]:
-    """Categorical vocabulary sizes of a saved multi-task model (from its embedding shapes); ``key``:
-    the config key that names the file."""
+    """Categorical vocabulary sizes of a saved multi-task model (its ``input_layer.vocab_sizes``
+    buffer); ``key``: the config key that names the file."""
     state = load_model_checkpoint(checkpoint_file, key)["state_dict"]
-    sizes, j = [], 0
-    while f"input_layer.embeddings.{j}.weight" in state:
-        sizes.append(state[f"input_layer.embeddings.{j}.weight"].shape[0] - 1)  # last row: out of vocabulary
-        j += 1
-    if not sizes:
-        raise ValueError(f"config key `{key}`: {checkpoint_file} holds no multi-task model "
-                         f"(no input_layer.embeddings.*)")
-    return sizes
+    sizes = state.get("input_layer.vocab_sizes")
+    if sizes is None:
+        raise ValueError(f"config key `{key}`: {checkpoint_file} holds no multi-task model of this version "
+                         f"(no input_layer.vocab_sizes)")
+    return [int(v) for v in sizes.tolist()]
 
 
 class MultiTaskRecommender(AbstractRecommender):
-    """Two outputs per row: CTR = p(click) and CTCVR = p(click) * p(conversion | click).
+    """Two outputs per row, CTR = p(click) and CTCVR = p(click and conversion), built as MTReclib
+    builds its models (Zhu et al., easezyc/Multitask-Recommendation-Library): the input layer of
+    ``multitask_layers.CategoricalNumericalInput``, a backbone, one tower per task
+    (``MLP(tower_dims)`` of Linear -> BatchNorm -> ReLU -> Dropout blocks, then ``Linear(-> 1)``)
+    and a sigmoid; loss: the mean over the tasks of their binary cross-entropies.
 
     A subclass builds its shared part in ``build_backbone(input_dim)`` and returns, from
     ``tower_inputs(x)``, the vector each task tower reads (the features the adversarial critics
-    see). Towers are ``MLP(tower_dims)`` + a linear output. Loss: BCE(CTR, click) +
-    BCE(CTCVR, conversion). ``predict`` returns (N, 2) probabilities.
+    see). ``predict`` returns (N, 2) probabilities.
+
+    Differences from MTReclib, each a config key: ``ctcvr_mode: esmm`` predicts CTCVR as
+    CTR * sigmoid(conversion tower) (ESMM, Ma et al. SIGIR 2018) instead of by the second tower
+    alone; ``batch_norm: False`` drops the BatchNorm of every MLP block. Probabilities are
+    clamped to [1e-7, 1 - 1e-7] inside the loss.
     """
 
     type = MMModelType.MULTITASK
@@ -49,15 +58,22 @@ class MultiTaskRecommender(AbstractRecommender):
         super().__init__()
         self.config = config
         self.device = config["device"]
+        self.ctcvr_mode = self.checked_ctcvr_mode(config["ctcvr_mode"])
         init = config["init_checkpoint"]
         vocab = config["categorical_vocab_sizes"] or (vocab_sizes_of(init) if init else dataset.vocab_sizes())
         self.input_layer = CategoricalNumericalInput(vocab, N_NUMERICAL, config["embedding_size"])
         self.dropout_prob = config["dropout_prob"]
+        self.batch_norm = bool(config["batch_norm"])
         self.tower_input_dim = self.build_backbone(self.input_layer.output_dim)
         self.towers = nn.ModuleList(self.build_tower() for _ in self.tasks)
-        self.outputs = nn.ModuleList(nn.Linear(config["tower_dims"][-1], 1) for _ in self.tasks)
+        self.outputs = nn.ModuleList(nn.Linear(self.tower_output_dim(), 1) for _ in self.tasks)
         if init:
             self.load_state_dict(load_model_checkpoint(init, "init_checkpoint")["state_dict"])
+
+    @staticmethod
+    def checked_ctcvr_mode(mode) -> str:
+        check_choice("ctcvr_mode", mode, CTCVR_MODES)
+        return mode
 
     # ----- subclasses --------------------------------------------------------------------------
     def build_backbone(self, input_dim: int) -> int:
@@ -67,11 +83,19 @@ class MultiTaskRecommender(AbstractRecommender):
     def tower_inputs(self, x: torch.Tensor) -> List[torch.Tensor]:
         raise NotImplementedError
 
+    def mlp(self, input_dim: int, dims) -> nn.Sequential:
+        """An MLP of this model's blocks (its dropout, BatchNorm or not)."""
+        return mlp(input_dim, dims, self.dropout_prob, self.batch_norm)
+
     def build_tower(self) -> nn.Module:
-        return mlp(self.tower_input_dim, self.config["tower_dims"], self.dropout_prob)
+        return self.mlp(self.tower_input_dim, self.config["tower_dims"])
+
+    def tower_output_dim(self) -> int:
+        dims = self.config["tower_dims"]
+        return dims[-1] if dims else self.tower_input_dim
 
     def task_logits(self, tower_inputs: List[torch.Tensor]) -> torch.Tensor:
-        """(N, 2) logits of click and of conversion given click."""
+        """(N, 2) logits, one per task tower."""
         return torch.cat([out(tower(h)) for h, tower, out in zip(tower_inputs, self.towers, self.outputs)], dim=1)
 
     # ----- RecBole interface -------------------------------------------------------------------
@@ -79,17 +103,19 @@ class MultiTaskRecommender(AbstractRecommender):
         return self.tower_inputs(self.input_layer(interaction["categorical"], interaction["numerical"]))
 
     def probabilities(self, tower_inputs: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits = self.task_logits(tower_inputs)
-        ctr = torch.sigmoid(logits[:, 0])
-        return ctr, ctr * torch.sigmoid(logits[:, 1])
+        """(CTR, CTCVR): each tower's sigmoid (``tower``), or CTR * sigmoid(second) (``esmm``)."""
+        probs = torch.sigmoid(self.task_logits(tower_inputs))
+        ctr, second = probs[:, 0], probs[:, 1]
+        return ctr, (ctr * second if self.ctcvr_mode == "esmm" else second)
 
     def forward(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.probabilities(self.features(interaction))
 
     def task_loss(self, ctr: torch.Tensor, ctcvr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean over the tasks of BCE(probability, label) (MTReclib's ``loss /= task_num``)."""
         eps = 1e-7
-        return (F.binary_cross_entropy(ctr.clamp(eps, 1 - eps), labels[:, 0])
-                + F.binary_cross_entropy(ctcvr.clamp(eps, 1 - eps), labels[:, 1]))
+        losses = [F.binary_cross_entropy(p.clamp(eps, 1 - eps), labels[:, j]) for j, p in enumerate((ctr, ctcvr))]
+        return torch.stack(losses).mean()
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         ctr, ctcvr = self.forward(interaction)

@@ -25,8 +25,8 @@ from recbole_mm.model.multitask_recommender.abstract import TASKS, MultiTaskReco
 from recbole_mm.utils import get_model
 
 
-ARCHITECTURE_KEYS = ("embedding_size", "bottom_dims", "tower_dims", "dropout_prob", "n_experts", "ple_levels",
-                     "n_specific_experts", "n_shared_experts")
+ARCHITECTURE_KEYS = ("embedding_size", "bottom_dims", "tower_dims", "dropout_prob", "batch_norm", "n_experts",
+                     "ctcvr_mode", "ple_levels", "n_specific_experts", "n_shared_experts", "ple_last_shared_gate")
 
 
 class Critic(nn.Module):
@@ -84,7 +84,7 @@ class AdversarialAdapter(AbstractRecommender):
             raise ValueError(f"backbone {backbone_name!r} is not a multi-task model")
         config["categorical_vocab_sizes"] = vocab_sizes_of(source_file, "source_checkpoint")
         for key in ARCHITECTURE_KEYS:  # the target model is built exactly like the source model
-            if saved_config.get(key) is not None:
+            if key in saved_config:
                 config[key] = saved_config[key]
         self.backbone_name = backbone_name
         self.target = backbone_class(config, dataset)
