@@ -9,9 +9,10 @@
 #   PLAN=reverse     source Scientific, target Games: ANT and UniSRec pre-trained on Scientific here,
 #                    then ground-built / fine-tune / re-learning on Games; and, with ANT_CK, the
 #                    Scientific cells of ANT under the current defaults
-#   PLAN=recipe      ANT pre-trained on Games with other temperature / batch / negatives, and on
-#                    Games + Scientific; fine-tune and re-learning on Scientific; with TITLE_FEATURES
-#                    (a folder with Scientific.text.npy of the titles alone), Scientific as titles
+#   PLAN=recipe      ANT pre-trained on Games (10 epochs) with the defaults and with other temperature /
+#                    batch / negatives, and on Games + Scientific; fine-tune and re-learning on
+#                    Scientific, 2 seeds; with TITLE_FEATURES (a folder with Scientific.text.npy of the
+#                    titles alone), Scientific as titles
 #
 #   PLAN=scientific DATA=<folder with Scientific/ and Games/, features included> ANT_CK=<file> \
 #       bash scripts/experiments/gpu_transfer.sh
@@ -101,25 +102,18 @@ case $PLAN in
       done
     } > $RUNS/jobs.txt ;;
   recipe)  # issue 14's recipe study: the pre-training settings and the text format, ANT, Scientific target
-    [ -n "$ANT_CK" ] || { echo "PLAN=recipe needs ANT_CK (ANT pre-trained on Games with the defaults)"; exit 1; }
     PRETRAIN_EPOCHS=10
     (
-      pretrain ANT Games _t0.05 --temperature=0.05 & pretrain ANT Games _t0.1 --temperature=0.1 &
-      pretrain ANT Games _b1024 --train_batch_size=1024 & pretrain ANT Games _b4096 --train_batch_size=4096 &
-      pretrain ANT Games _all --pretrain_negatives=all & pretrain ANT Games,Scientific "" &
+      pretrain ANT Games _default & pretrain ANT Games _t0.05 --temperature=0.05 &
+      pretrain ANT Games _t0.1 --temperature=0.1 & pretrain ANT Games _b1024 --train_batch_size=1024 &
+      pretrain ANT Games _b4096 --train_batch_size=4096 & pretrain ANT Games _all --pretrain_negatives=all &
+      pretrain ANT Games,Scientific "" &
       wait
     ) & PRETRAIN=$!
+    BASE=${ANT_CK:-$RUNS/pretrain_ANT_Games_default/snapshots/e10.pth}  # the same machine's default pre-training
     {
-      if [ -n "${TITLE_FEATURES:-}" ]; then  # Scientific's text as titles alone, like Games'
-        for S in $SEEDS; do
-          for M in ground_built fine_tune re_learning; do
-            C=$([ $M = ground_built ] || echo $ANT_CK)
-            echo "$(cell Scientific Games scientific_title ANT $M $S $C | sed "s|--data_path=|--feature_dir=$TITLE_FEATURES --data_path=|")"
-          done
-        done
-      fi
       for S in 2020 2021; do
-        for V in _t0.05 _t0.1 _b1024 _b4096 _all; do
+        for V in _default _t0.05 _t0.1 _b1024 _b4096 _all; do
           for M in fine_tune re_learning; do
             cell Scientific Games recipe$V ANT $M $S $RUNS/pretrain_ANT_Games$V/snapshots/e10.pth
           done
@@ -127,6 +121,12 @@ case $PLAN in
         for M in fine_tune re_learning; do
           cell Scientific Games,Scientific mixed_to_scientific ANT $M $S $RUNS/pretrain_ANT_Games+Scientific/snapshots/e10.pth
         done
+        if [ -n "${TITLE_FEATURES:-}" ]; then  # Scientific's text as titles alone, like Games'
+          for M in ground_built fine_tune re_learning; do
+            C=$([ $M = ground_built ] || echo $BASE)
+            echo "$(cell Scientific Games scientific_title ANT $M $S $C | sed "s|--data_path=|--feature_dir=$TITLE_FEATURES --data_path=|")"
+          done
+        fi
       done
     } > $RUNS/jobs.txt ;;
   *) echo "unknown PLAN=$PLAN (scientific | reverse | recipe)"; exit 1 ;;
