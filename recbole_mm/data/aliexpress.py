@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,9 +69,9 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: str, missing_ok: boo
     return values.to_numpy(dtype=np.float64)
 
 
-def check_codes(frame: pd.DataFrame, codes: np.ndarray, path: str) -> None:
-    """Every categorical code (N, 16) a finite non-negative integer; else an error naming the cell."""
-    for j, column in enumerate(CATEGORICAL):
+def check_codes(frame: pd.DataFrame, codes: np.ndarray, path: str, columns: Sequence[str] = CATEGORICAL) -> None:
+    """Every categorical code (N, len(columns)) a finite non-negative integer; else an error naming the cell."""
+    for j, column in enumerate(columns):
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(codes[:, j]) | (codes[:, j] < 0) | (codes[:, j] != np.round(codes[:, j]))
         if bad.any():

@@ -11,7 +11,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType
 
 from recbole_mm.checkpoint import load_model_checkpoint
-from recbole_mm.data.aliexpress import N_NUMERICAL
+from recbole_mm.data.aliexpress import N_NUMERICAL as N_NUMERICAL_ALIEXPRESS
 from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
 
@@ -51,7 +51,8 @@ class MultiTaskRecommender(AbstractRecommender):
         self.device = config["device"]
         init = config["init_checkpoint"]
         vocab = config["categorical_vocab_sizes"] or (vocab_sizes_of(init) if init else dataset.vocab_sizes())
-        self.input_layer = CategoricalNumericalInput(vocab, N_NUMERICAL, config["embedding_size"])
+        n_numerical = getattr(dataset, "n_numerical", N_NUMERICAL_ALIEXPRESS)  # <D>.tabular.json's, or AliExpress's 63
+        self.input_layer = CategoricalNumericalInput(vocab, n_numerical, config["embedding_size"])
         self.dropout_prob = config["dropout_prob"]
         self.tower_input_dim = self.build_backbone(self.input_layer.output_dim)
         self.towers = nn.ModuleList(self.build_tower() for _ in self.tasks)
