@@ -51,6 +51,11 @@ class MultiTaskDataset(RecBoleDataset):
         return frame
 
     @property
+    def chain_tasks(self) -> bool:
+        """Whether task 2 implies task 1 (AliExpress: conversion needs a click); the models' default."""
+        return self.layout.chain_tasks
+
+    @property
     def n_numerical(self) -> int:
         return len(self.layout.numerical)
 

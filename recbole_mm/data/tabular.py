@@ -61,6 +61,7 @@ class MultiTaskLayout:
     numerical: List[str]
     vocab_sizes: Optional[List[int]] = None
     task_names: Tuple[str, str] = ("click", "conversion")
+    chain_tasks: bool = True  # task 2 implies task 1 (CTCVR); false: independent tasks
 
     @property
     def columns(self) -> List[str]:
@@ -88,9 +89,10 @@ def read_layout(folder: str, name: str) -> MultiTaskLayout:
         vocab = [int(entry["vocab_size"]) for entry in payload["categorical"]]
         numerical = [entry["field"] for entry in payload["numerical"]]
         tasks = (payload["tasks"]["click"]["name"], payload["tasks"]["conversion"]["name"])
+        chain = bool(payload.get("chain_tasks", False))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataFileError(f"{path}: not a layout written by recbole_mm.data.tabular ({type(err).__name__}: {err})")
-    return MultiTaskLayout(categorical, numerical, vocab, tasks)
+    return MultiTaskLayout(categorical, numerical, vocab, tasks, chain)
 
 
 # ----- the spec ---------------------------------------------------------------------------------
@@ -164,7 +166,9 @@ class TabularSpec:
     - ``domain``: ``{column, source, target}`` (a value or a list of values each);
     - ``valid_ratio`` (0.1, of each domain's training rows), ``test_ratio`` (0.2, of each domain's
       rows, only without a test file), ``seed`` (2024), ``min_count`` (1: a value seen fewer times
-      in the source's training rows gets the unknown code), ``chunksize`` (200000 rows per read).
+      in the source's training rows gets the unknown code), ``chunksize`` (200000 rows per read; null:
+      whole files), ``chain_tasks`` (false: the models' two outputs are independent; true: task 2
+      implies task 1, output 2 = p(task 1) * p(task 2 | task 1), as click -> conversion).
     """
 
     names: Dict[str, str]
@@ -185,9 +189,10 @@ class TabularSpec:
     seed: int = 2024
     min_count: int = 1
     chunksize: Optional[int] = 200000
+    chain_tasks: bool = False
 
     KEYS = ("name", "names", "files", "header", "columns", "sep", "missing", "categorical", "numerical", "drop",
-            "tasks", "domain", "valid_ratio", "test_ratio", "seed", "min_count", "chunksize")
+            "tasks", "domain", "valid_ratio", "test_ratio", "seed", "min_count", "chunksize", "chain_tasks")
 
     @classmethod
     def from_dict(cls, raw: dict, base_dir: str = ".", where: str = "spec") -> "TabularSpec":
@@ -225,7 +230,7 @@ class TabularSpec:
             domain_column=str(domain["column"]),
             domain_values={d: _as_list(domain[d], f"{where}: domain.{d}") for d in DOMAINS},
         )
-        for key in ("header", "sep", "valid_ratio", "test_ratio", "seed", "min_count", "chunksize"):
+        for key in ("header", "sep", "valid_ratio", "test_ratio", "seed", "min_count", "chunksize", "chain_tasks"):
             if key in raw:
                 setattr(spec, key, raw[key])
         spec.columns = _as_list(raw.get("columns"), f"{where}: columns") or None
@@ -550,6 +555,7 @@ def layout_payload(spec: TabularSpec, fitted: Fitted, files: Dict[str, FileRows]
         "domain": {"column": spec.domain_column, "values": spec.domain_values[domain],
                    "source_values": spec.domain_values["source"]},
         "tasks": {label: {"name": name, "expression": expr.text} for label, (name, expr) in zip(LABELS, spec.tasks)},
+        "chain_tasks": bool(spec.chain_tasks),
         "categorical": [{"field": categorical_field(j), "column": c, "vocab_size": len(fitted.vocab[c]),
                          "unknown_code": len(fitted.vocab[c])} for j, c in enumerate(spec.categorical)],
         "numerical": [{"field": numerical_field(j), "column": c, "mean": float(fitted.mean[j]),

@@ -33,7 +33,9 @@ def vocab_sizes_of(checkpoint_file: str, key: str = "init_checkpoint") -> List[i
 
 
 class MultiTaskRecommender(AbstractRecommender):
-    """Two outputs per row: CTR = p(click) and CTCVR = p(click) * p(conversion | click).
+    """Two outputs per row: CTR = p(click) and CTCVR = p(click) * p(conversion | click); with
+    ``chain_tasks`` false (the default on a converted tabular data set) two independent outputs,
+    p(task 1) and p(task 2).
 
     A subclass builds its shared part in ``build_backbone(input_dim)`` and returns, from
     ``tower_inputs(x)``, the vector each task tower reads (the features the adversarial critics
@@ -51,6 +53,8 @@ class MultiTaskRecommender(AbstractRecommender):
         self.device = config["device"]
         init = config["init_checkpoint"]
         vocab = config["categorical_vocab_sizes"] or (vocab_sizes_of(init) if init else dataset.vocab_sizes())
+        chain = config["chain_tasks"]  # ~: the data set's (a tabular layout: independent tasks)
+        self.chain_tasks = bool(getattr(dataset, "chain_tasks", True) if chain is None else chain)
         n_numerical = getattr(dataset, "n_numerical", N_NUMERICAL_ALIEXPRESS)  # <D>.tabular.json's, or AliExpress's 63
         self.input_layer = CategoricalNumericalInput(vocab, n_numerical, config["embedding_size"])
         self.dropout_prob = config["dropout_prob"]
@@ -81,8 +85,8 @@ class MultiTaskRecommender(AbstractRecommender):
 
     def probabilities(self, tower_inputs: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         logits = self.task_logits(tower_inputs)
-        ctr = torch.sigmoid(logits[:, 0])
-        return ctr, ctr * torch.sigmoid(logits[:, 1])
+        ctr, second = torch.sigmoid(logits[:, 0]), torch.sigmoid(logits[:, 1])
+        return ctr, (ctr * second if self.chain_tasks else second)
 
     def forward(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.probabilities(self.features(interaction))

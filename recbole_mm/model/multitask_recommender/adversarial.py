@@ -26,7 +26,7 @@ from recbole_mm.utils import get_model
 
 
 ARCHITECTURE_KEYS = ("embedding_size", "bottom_dims", "tower_dims", "dropout_prob", "n_experts", "ple_levels",
-                     "n_specific_experts", "n_shared_experts")
+                     "n_specific_experts", "n_shared_experts", "chain_tasks")
 
 
 class Critic(nn.Module):
