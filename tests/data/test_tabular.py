@@ -11,7 +11,8 @@ import pytest
 from helpers import SHARED_DATASETS
 from recbole_mm.data.atomic_files import DataFileError
 from recbole_mm.data.tabular import BlockMoments, TabularSpec, TabularSpecError, convert_tabular, read_layout
-from recbole_mm.preprocess.tabular import CENSUS_TEST, census_spec, main
+from recbole_mm.preprocess.tabular import CENSUS_TEST, main
+from recbole_mm.runner import run
 
 CENSUS = os.path.join(SHARED_DATASETS, "census_income")
 COLUMNS = ["colour", "size", "weight", "height", "score", "country", "survey_weight", "bought"]
@@ -202,8 +203,6 @@ def test_census_preset_end_to_end(tmp_path):
 def test_models_train_on_a_converted_data_set(tmp_path):
     """MMoE reads the layout (2 codes, 2 numbers, vocabularies) and, by the layout's default, gives two
     independent outputs: task 2 (bought, half the rows) is not capped by task 1 (score 9, a tenth)."""
-    from recbole_mm.runner import run  # a test may import the top layer
-
     path = _write(_table(n=3000, seed=11), str(tmp_path / "toy.csv"))
     spec = _spec(path, tasks=[{"name": "top_score", "label": "score >= 9"}, {"name": "bought", "label": 'bought == "yes"'}])
     convert_tabular(spec, str(tmp_path / "out"))
