@@ -85,9 +85,8 @@ def main(argv=None) -> Dict[str, dict]:
     parser.add_argument("--spec", help="YAML spec (keys: recbole_mm.data.tabular.TabularSpec, docs/multitask.md)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a built-in spec instead of --spec")
     parser.add_argument("--src", default=None, help="folder of the input files (default: the spec's folder)")
-    parser.add_argument("--split", action="append", default=None,
-                        help="the preset's domain split(s) to write (default: all; census_income: "
-                             + ", ".join(CENSUS_DOMAINS) + ")")
+    parser.add_argument("--split", action="append", default=None, choices=sorted(CENSUS_DOMAINS),
+                        help="the preset's domain split(s) to write (default: all)")
     parser.add_argument("--out", default="dataset", help="folder that receives the data set folders")
     parser.add_argument("--chunksize", type=int, default=None, help="rows per read (overrides the spec)")
     args = parser.parse_args(argv)
@@ -112,7 +111,7 @@ def main(argv=None) -> Dict[str, dict]:
                 print(line)
             print(f"written to {args.out}/ in {time.time() - start:.1f} s")
             payloads.update({written[d][f"{d}_dataset"]: written[d] for d in written})
-    except (DataFileError, FileNotFoundError, KeyError) as err:
+    except (DataFileError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2)
     return payloads

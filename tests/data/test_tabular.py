@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from helpers import SHARED_DATASETS
 from recbole_mm.data.atomic_files import DataFileError
@@ -211,3 +212,22 @@ def test_models_train_on_a_converted_data_set(tmp_path):
              "checkpoint_dir": str(tmp_path / "saved")}
     test = run("MMoE", "toy_tgt", config_dict=small)["test_result"]
     assert test["ctcvr_logloss"] < 0.75, test  # 0.70 here; with chain_tasks true 0.81 (output 2 capped by output 1)
+
+
+def test_command_line_spec_and_one_line_error(tmp_path, capsys):
+    frame = _table()
+    _write(frame, str(tmp_path / "toy.csv"))
+    spec = {"name": "cli", "files": {"train": "toy.csv"}, "categorical": ["colour", "size"],
+            "numerical": ["weight", "height"], "drop": ["survey_weight"],
+            "tasks": [{"name": "a", "label": "score > 4"}, {"name": "b", "label": "bought in ['yes']"}],
+            "domain": {"column": "country", "source": "A", "target": "B"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    payloads = main(["--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out")])
+    assert set(payloads) == {"cli_src", "cli_tgt"} and "cli_src: train" in capsys.readouterr().out
+    frame.loc[10, "height"] = "tall"
+    _write(frame, str(tmp_path / "toy.csv"))
+    with pytest.raises(SystemExit) as stop:
+        main(["--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out2")])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.count("\n") == 0
+    assert err.startswith("error: ") and "toy.csv, line 12, column 'height'" in err and "'tall'" in err
