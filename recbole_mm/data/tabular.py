@@ -411,18 +411,25 @@ def assign_parts(files: Dict[str, FileRows], spec: TabularSpec) -> None:
 
 class BlockMoments:
     """Count, sum and sum of squares of the finite values of every column, added in fixed blocks of
-    rows: the same rows give the same float results however they arrive in chunks."""
+    rows: the same rows give the same float results however they arrive in chunks. Values are
+    taken relative to each column's first finite value (``shift``), so a large offset costs no
+    precision in the variance."""
 
     def __init__(self, n_columns: int, block: int = BLOCK_ROWS):
         self.block = block
         self.pending = np.empty((0, n_columns))
+        self.shift = np.full(n_columns, np.nan)
         self.count = np.zeros(n_columns, dtype=np.int64)
         self.total = np.zeros(n_columns)
         self.squares = np.zeros(n_columns)
 
     def _add_block(self, values: np.ndarray) -> None:
         finite = np.isfinite(values)
-        clean = np.where(finite, values, 0.0)
+        unset = np.isnan(self.shift) & finite.any(axis=0)
+        if unset.any():  # the column's first finite value, in row order
+            first = finite[:, unset].argmax(axis=0)
+            self.shift[unset] = values[first, np.flatnonzero(unset)]
+        clean = np.where(finite, values - np.nan_to_num(self.shift), 0.0)
         self.count += finite.sum(axis=0)
         self.total += clean.sum(axis=0)
         self.squares += (clean * clean).sum(axis=0)
@@ -440,9 +447,9 @@ class BlockMoments:
             self._add_block(np.ascontiguousarray(self.pending))
             self.pending = self.pending[:0]
         n = np.maximum(self.count, 1)
-        mean = self.total / n
-        std = np.sqrt(np.maximum(self.squares / n - mean * mean, 0.0))
-        return mean, np.where(std > 0, std, 1.0)
+        relative = self.total / n
+        std = np.sqrt(np.maximum(self.squares / n - relative * relative, 0.0))
+        return np.nan_to_num(self.shift) + relative, np.where(std > 0, std, 1.0)
 
 
 @dataclass
@@ -459,8 +466,7 @@ def fit_source(spec: TabularSpec, rows: FileRows) -> Fitted:
     """Pass 2 over the training file, on the source domain's training rows only."""
     counts = {c: pd.Series(dtype=np.int64) for c in spec.categorical}
     moments = BlockMoments(len(spec.numerical))
-    keep_all = rows.part == 0
-    keep_all &= rows.domain == 0
+    keep_all = (rows.part == 0) & (rows.domain == 0)
     start = 0
     for chunk in read_chunks(spec.train, spec, spec.categorical + spec.numerical, spec.chunksize):
         keep = keep_all[start:start + len(chunk)]

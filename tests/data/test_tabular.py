@@ -135,6 +135,11 @@ def test_block_sums_do_not_depend_on_the_chunks():
     for start in range(0, 1000, 37):
         many.add(values[start:start + 37])
     assert [a.tobytes() for a in one.mean_std()] == [b.tobytes() for b in many.mean_std()]
+    offset = BlockMoments(2, block=64)
+    offset.add(values + 1e9)  # a large offset: the std keeps its precision
+    mean, std = offset.mean_std()
+    np.testing.assert_allclose(mean - 1e9, values.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(std, values.std(axis=0), rtol=1e-6)
 
 
 def test_test_file_gives_the_test_split(tmp_path):
