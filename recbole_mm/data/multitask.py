@@ -1,6 +1,7 @@
 """Multi-task CTR/CVR data sets and loaders (AliExpress-format atomic files, docs/multitask.md).
 
-:class:`MultiTaskDataset` is RecBole's ``Dataset`` over the files of :mod:`recbole_mm.data.aliexpress`;
+:class:`MultiTaskDataset` is RecBole's ``Dataset`` over the files of :mod:`recbole_mm.data.aliexpress`
+(or of :mod:`recbole_mm.data.tabular`, fields from ``<D>.tabular.json``);
 :func:`multitask_dataloaders` builds the train / valid / test loaders for every model of type
 ``MMModelType.MULTITASK``; :class:`SourceTargetLoader` pairs a source data set's batches with the
 target's for ``MMModelType.ADVERSARIAL`` models (TAA, DAA).
