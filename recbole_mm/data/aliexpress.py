@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,9 +69,9 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: str, missing_ok: boo
     return values.to_numpy(dtype=np.float64)
 
 
-def check_codes(frame: pd.DataFrame, codes: np.ndarray, path: str) -> None:
-    """Every categorical code (N, 16) a finite non-negative integer; else an error naming the cell."""
-    for j, column in enumerate(CATEGORICAL):
+def check_codes(frame: pd.DataFrame, codes: np.ndarray, path: str, columns: Sequence[str] = CATEGORICAL) -> None:
+    """Every categorical code (N, len(columns)) a finite non-negative integer; else an error naming the cell."""
+    for j, column in enumerate(columns):
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(codes[:, j]) | (codes[:, j] < 0) | (codes[:, j] != np.round(codes[:, j]))
         if bad.any():
@@ -90,15 +90,61 @@ def check_labels(frame: pd.DataFrame, labels: np.ndarray, path: str) -> None:
                                         f"got {frame[column].iloc[row]!r}")
 
 
-def read_aliexpress_csv(path: str) -> MultiTaskTable:
-    """Read and validate one AliExpress-format CSV. A numerical cell that is empty, NaN or
-    infinite is missing (NaN, counted in the log); codes and labels must be valid."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"AliExpress-format file {path} not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+# the spellings of MISSING_TEXT that the typed reading takes as missing (others fall back to the text reading)
+MISSING_SPELLINGS = sorted({form for text in MISSING_TEXT for form in (text, text.upper(), text.title())}
+                           | {"NaN", "-NaN", "+NaN", "Inf", "+Inf", "-Inf"})
+
+
+def _check_header(path: str) -> None:
+    columns = list(pd.read_csv(path, nrows=0).columns)
+    missing = [c for c in COLUMNS if c not in columns]
     if missing:
         raise AliExpressFormatError(f"{path}: missing column(s) {missing}; expected the layout {COLUMNS[:3]}...")
+
+
+def _read_typed(path: str, chunksize: int) -> Optional[MultiTaskTable]:
+    """The file in chunks of typed columns (codes and labels float64, numbers float32): the
+    table, or None when some cell is not valid (the text reading then names it)."""
+    dtype = {"search_id": str, **{c: np.float64 for c in CATEGORICAL + LABELS}, **{c: np.float32 for c in NUMERICAL}}
+    parts = []
+    try:
+        for chunk in pd.read_csv(path, usecols=COLUMNS, dtype=dtype, keep_default_na=False,
+                                 na_values={c: MISSING_SPELLINGS for c in NUMERICAL}, chunksize=chunksize):
+            codes, labels = chunk[CATEGORICAL].to_numpy(np.float64), chunk[LABELS].to_numpy(np.float64)
+            with np.errstate(invalid="ignore"):
+                bad_codes = ~np.isfinite(codes) | (codes < 0) | (codes != np.round(codes))
+            if bad_codes.any() or not np.isin(labels, (0, 1)).all():
+                return None
+            parts.append(MultiTaskTable(chunk["search_id"].to_numpy(dtype=str), codes.astype(np.int64),
+                                        chunk[NUMERICAL].to_numpy(np.float32), labels.astype(np.float32)))
+    except ValueError:  # a cell that is no number
+        return None
+    if not parts:
+        return None
+    table = MultiTaskTable(*(np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("search_id", "categorical", "numerical", "labels")))
+    numerical = pd.DataFrame(table.numerical, columns=NUMERICAL)
+    non_finite_as_missing(numerical, NUMERICAL, path)  # counts the missing values in the log
+    table.numerical = numerical.to_numpy(dtype=np.float32)
+    return table
+
+
+def read_aliexpress_csv(path: str, chunksize: int = 500000) -> MultiTaskTable:
+    """Read and validate one AliExpress-format CSV. A numerical cell that is empty, NaN or
+    infinite is missing (NaN, counted in the log); codes and labels must be valid.
+
+    Read in chunks of ``chunksize`` rows with typed columns (a 12 M-row country fits in memory);
+    a file with a bad cell is read again as text, to name the cell's row and column."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"AliExpress-format file {path} not found")
+    _check_header(path)
+    table = _read_typed(path, chunksize)
+    return table if table is not None else _read_text(path)
+
+
+def _read_text(path: str) -> MultiTaskTable:
+    """The whole file as text, every cell checked: the first bad one raises an error naming it."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     categorical = np.stack([_numeric_column(frame, c, path) for c in CATEGORICAL], axis=1)
     check_codes(frame, categorical, path)
     numerical = pd.DataFrame({c: _numeric_column(frame, c, path, missing_ok=True) for c in NUMERICAL})

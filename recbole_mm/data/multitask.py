@@ -1,6 +1,7 @@
 """Multi-task CTR/CVR data sets and loaders (AliExpress-format atomic files, docs/multitask.md).
 
-:class:`MultiTaskDataset` is RecBole's ``Dataset`` over the files of :mod:`recbole_mm.data.aliexpress`;
+:class:`MultiTaskDataset` is RecBole's ``Dataset`` over the files of :mod:`recbole_mm.data.aliexpress`
+(or of :mod:`recbole_mm.data.tabular`, fields from ``<D>.tabular.json``);
 :func:`multitask_dataloaders` builds the train / valid / test loaders for every model of type
 ``MMModelType.MULTITASK``; :class:`SourceTargetLoader` pairs a source data set's batches with the
 target's for ``MMModelType.ADVERSARIAL`` models (TAA, DAA).
@@ -18,8 +19,9 @@ from recbole.data.dataset import Dataset as RecBoleDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource
 
-from recbole_mm.data.aliexpress import CATEGORICAL, LABELS, NUMERICAL, check_codes, check_labels, stratified_sample
+from recbole_mm.data.aliexpress import LABELS, check_codes, check_labels, stratified_sample
 from recbole_mm.data.atomic_files import DataFileError, non_finite_as_missing
+from recbole_mm.data.tabular import ALIEXPRESS_LAYOUT, MultiTaskLayout, read_layout
 
 # the metric that each label's classes make defined, per task
 LABEL_METRICS = {"click": "ctr_auc", "conversion": "ctcvr_auc"}
@@ -33,38 +35,54 @@ class MultiTaskDataset(RecBoleDataset):
     read, a code or label that is not valid is an error naming its line and column; a numerical
     value that is empty, NaN or infinite is missing (counted in the log, filled with the column
     mean), so no NaN or infinite value reaches training.
+
+    The fields: the AliExpress layout (16 categorical, 63 numerical), or those of
+    ``<D>.tabular.json`` beside the atomic files (a data set of ``recbole_mm.data.tabular``,
+    whose vocabulary sizes come from there too): :attr:`layout`.
     """
+
+    def __init__(self, config):
+        self.layout: MultiTaskLayout = read_layout(config["data_path"], config["dataset"])
+        super().__init__(config)
 
     def _load_feat(self, filepath, source):
         frame = super()._load_feat(filepath, source)
         if frame is not None and source == FeatureSource.INTERACTION:
-            check_multitask_frame(frame, filepath)
+            check_multitask_frame(frame, filepath, self.layout)
         return frame
 
+    @property
+    def n_numerical(self) -> int:
+        return len(self.layout.numerical)
+
     def tensors(self, inter=None):
-        """(categorical int64 (N, 16), numerical float32 (N, 63), labels float32 (N, 2))."""
+        """(categorical int64 (N, k), numerical float32 (N, n), labels float32 (N, 2)); AliExpress: k 16, n 63."""
         inter = self.inter_feat if inter is None else inter
-        categorical = torch.stack([inter[f] for f in CATEGORICAL], dim=1).long()
-        numerical = torch.stack([inter[f] for f in NUMERICAL], dim=1).float()
+        categorical = torch.stack([inter[f] for f in self.layout.categorical], dim=1).long()
+        numerical = torch.stack([inter[f] for f in self.layout.numerical], dim=1).float()
         labels = torch.stack([inter[f] for f in LABELS], dim=1).float()
         return categorical, numerical, labels
 
     def vocab_sizes(self) -> List[int]:
-        """Largest raw code + 1 of every categorical field (over the loaded rows)."""
+        """The layout's vocabulary size of every categorical field (a converted tabular data set:
+        the source's; its unknown code is that size); else the largest raw code + 1 over the loaded rows."""
+        if self.layout.vocab_sizes is not None:
+            return list(self.layout.vocab_sizes)
         frame = self.inter_feat
         if isinstance(frame, pd.DataFrame):
-            return [int(frame[f].max()) + 1 for f in CATEGORICAL]
-        return [int(frame[f].max().item()) + 1 for f in CATEGORICAL]
+            return [int(frame[f].max()) + 1 for f in self.layout.categorical]
+        return [int(frame[f].max().item()) + 1 for f in self.layout.categorical]
 
 
-def check_multitask_frame(frame: pd.DataFrame, path: str) -> None:
-    """A loaded AliExpress-format atomic file: codes and labels valid (else an error naming the
-    cell), numerical values finite or missing (the count logged)."""
-    present = [c for c in CATEGORICAL + LABELS if c in frame.columns]
-    if len(present) == len(CATEGORICAL + LABELS):
-        check_codes(frame, frame[CATEGORICAL].to_numpy(dtype=np.float64, na_value=np.nan), path)
+def check_multitask_frame(frame: pd.DataFrame, path: str, layout: MultiTaskLayout = ALIEXPRESS_LAYOUT) -> None:
+    """A loaded multi-task atomic file: codes and labels valid (else an error naming the cell),
+    numerical values finite or missing (the count logged)."""
+    present = [c for c in layout.categorical + LABELS if c in frame.columns]
+    if len(present) == len(layout.categorical + LABELS):
+        check_codes(frame, frame[layout.categorical].to_numpy(dtype=np.float64, na_value=np.nan), path,
+                    layout.categorical)
         check_labels(frame, frame[LABELS].to_numpy(dtype=np.float64, na_value=np.nan), path)
-    non_finite_as_missing(frame, NUMERICAL, path)
+    non_finite_as_missing(frame, layout.numerical, path)
 
 
 def check_label_classes(labels: np.ndarray, path: str) -> None:

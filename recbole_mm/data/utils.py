@@ -21,7 +21,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
-from recbole_mm.data.aliexpress import CATEGORICAL, COLUMNS, LABELS, NUMERICAL
+from recbole_mm.data.aliexpress import LABELS
 from recbole_mm.data.atomic_files import check_atomic_file, check_column_types, find_unreadable_line
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
 from recbole_mm.data.dataset import BenchmarkSequentialDataset
@@ -30,6 +30,7 @@ from recbole_mm.data.multidomain import MultiDomainDataset, MultiDomainTrainLoad
 from recbole_mm.data.multitask import MultiTaskDataLoader, MultiTaskDataset, SourceTargetLoader, multitask_dataloaders
 from recbole_mm.data.synthetic import SYNTHETIC_DATASETS, ensure_synthetic
 from recbole_mm.data.synthetic_countries import SYNTHETIC_COUNTRIES, write_synthetic_countries
+from recbole_mm.data.tabular import read_layout
 from recbole_mm.enum_type import MULTITASK_TYPES, MMModelType
 from recbole_mm.utils import get_model
 
@@ -146,7 +147,8 @@ def required_columns(config, source: str) -> Tuple[List[str], str]:
     column the file lacks and train without it), less the history fields RecBole derives itself
     when the data set is not pre-split; else the user and item id fields."""
     if config["MODEL_TYPE"] in MULTITASK_TYPES and source == "inter":
-        return COLUMNS, "the AliExpress layout of multi-task models, docs/multitask.md"
+        layout = read_layout(config["data_path"], config["dataset"])
+        return layout.columns, "the AliExpress layout of multi-task models (or <D>.tabular.json's), docs/multitask.md"
     load_col = config["load_col"]
     if isinstance(load_col, dict) and source in load_col:
         columns = list(load_col[source])
@@ -168,7 +170,8 @@ def check_atomic_files(config) -> None:
         required, why = required_columns(config, source)
         columns = check_atomic_file(path, required, why, sep, encoding)
         if config["MODEL_TYPE"] in MULTITASK_TYPES and source == "inter":
-            check_column_types(path, columns, CATEGORICAL + NUMERICAL + LABELS, "float")
+            layout = read_layout(config["data_path"], config["dataset"])
+            check_column_types(path, columns, layout.categorical + layout.numerical + LABELS, "float")
 
 
 def _is_read_error(err: Exception) -> bool:

@@ -10,6 +10,8 @@ from helpers import SHARED_DATASETS
 from recbole_mm.data.aliexpress import (
     ATOMIC_HEADER,
     AliExpressFormatError,
+    _read_text,
+    _read_typed,
     convert_csv,
     read_aliexpress_csv,
     stratified_sample,
@@ -93,3 +95,17 @@ def test_countries_differ():
     assert abs(a.labels[:, 0].mean() - b.labels[:, 0].mean()) > 0.05
     assert np.abs(a.numerical.mean(0) - b.numerical.mean(0)).mean() > 0.5  # per-feature shift
     assert 0 < b.labels[:, 1].mean() < b.labels[:, 0].mean()  # conversions only after clicks
+
+
+def test_typed_chunked_reading_equals_the_text_reading(small_csv, tmp_path):
+    frame = pd.read_csv(small_csv["train"], dtype=str)
+    frame.loc[3, "numerical_2"], frame.loc[5, "numerical_9"], frame.loc[8, "numerical_1"] = "", "nan", "-inf"
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    typed, text = read_aliexpress_csv(str(tmp_path / "gaps.csv"), chunksize=7), _read_text(str(tmp_path / "gaps.csv"))
+    assert len(typed) == len(text) == 60
+    np.testing.assert_array_equal(typed.search_id, text.search_id)
+    np.testing.assert_array_equal(typed.categorical, text.categorical)
+    np.testing.assert_array_equal(typed.numerical, text.numerical)  # NaN where missing, in both
+    np.testing.assert_array_equal(typed.labels, text.labels)
+    assert np.isnan(typed.numerical[[3, 5, 8], [1, 8, 0]]).all()
+    assert _read_typed(str(tmp_path / "gaps.csv"), 7) is not None  # the typed reading took it

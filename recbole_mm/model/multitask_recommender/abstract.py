@@ -12,7 +12,7 @@ from recbole.utils import InputType
 
 from recbole_mm.checkpoint import load_model_checkpoint
 from recbole_mm.config import check_choice
-from recbole_mm.data.aliexpress import N_NUMERICAL
+from recbole_mm.data.aliexpress import N_NUMERICAL as N_NUMERICAL_ALIEXPRESS
 from recbole_mm.enum_type import MMModelType
 from recbole_mm.model.multitask_layers import CategoricalNumericalInput, mlp
 
@@ -61,7 +61,8 @@ class MultiTaskRecommender(AbstractRecommender):
         self.ctcvr_mode = self.checked_ctcvr_mode(config["ctcvr_mode"])
         init = config["init_checkpoint"]
         vocab = config["categorical_vocab_sizes"] or (vocab_sizes_of(init) if init else dataset.vocab_sizes())
-        self.input_layer = CategoricalNumericalInput(vocab, N_NUMERICAL, config["embedding_size"])
+        n_numerical = getattr(dataset, "n_numerical", N_NUMERICAL_ALIEXPRESS)  # <D>.tabular.json's, or AliExpress's 63
+        self.input_layer = CategoricalNumericalInput(vocab, n_numerical, config["embedding_size"])
         self.dropout_prob = config["dropout_prob"]
         self.batch_norm = bool(config["batch_norm"])
         self.tower_input_dim = self.build_backbone(self.input_layer.output_dim)
