@@ -25,20 +25,11 @@ from recbole.model.layers import TransformerEncoder
 
 
 MISSING_MODALITY_MODES = ("zero", "adaptor")
-SIMILARITIES = ("cosine", "dot")
 
 
 def cosine_scores(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
     """ANT's logits: ``cos(query, key) / temperature``, (..., N, d) x (..., M, d) -> (..., N, M)."""
     return F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2) / temperature
-
-
-def check_similarity(value) -> str:
-    """The config key ``similarity`` (cosine when unset), refused by name when unknown."""
-    value = value or "cosine"
-    if value not in SIMILARITIES:
-        raise ValueError(f"config key `similarity` must be one of {list(SIMILARITIES)}, got {value!r}")
-    return value
 
 
 class ItemFeatureTable(nn.Module):

@@ -1,5 +1,5 @@
 """NOVA's value path ignores side features and positions; SASRec++ has no ID parameters and ANT's
-price encoding; both score by cosine / temperature (the older behaviours behind config keys); both train."""
+price encoding; both score by cosine / temperature; both train."""
 
 import pytest
 import torch
@@ -60,20 +60,6 @@ def test_nova_values_ignore_side_information_and_positions(fusion_type, tiny_con
     torch.testing.assert_close(values[0], expected)
 
 
-def test_nova_position_in_values_option(tiny_config):
-    """``position_in_values: True`` (the older behaviour): the position enters the ID stream."""
-    _, _, valid, model = build("NOVA", tiny_config(position_in_values=True))
-    assert model.fusions[0].mode == "gating" and len(model.side_vectors(first_sequences(valid))) == 3
-    seq = first_sequences(valid)
-    _, values = nova_attention(model, seq)
-    perturb_positions(model)
-    _, values2 = nova_attention(model, seq)
-    assert not torch.allclose(values[0], values2[0])
-    perturb_side_features(model)  # side features still stay out of the values
-    _, values3 = nova_attention(model, seq)
-    torch.testing.assert_close(values2[0], values3[0])
-
-
 def check_cosine_scores(model, valid, temperature):
     """Scores are cos(sequence, item) / temperature: invariant to the norm of the item
     representations and equal to a hand computation; ``predict`` agrees with ``full_sort_predict``."""
@@ -94,20 +80,11 @@ def check_cosine_scores(model, valid, temperature):
         torch.testing.assert_close(model.predict(interaction), scores[torch.arange(len(items)), items])
 
 
-def check_dot_scores(model):
-    seq_output, table = torch.randn(3, 16), torch.randn(5, 16)
-    torch.testing.assert_close(model.score(seq_output, table), seq_output @ table.t())
-
-
 @pytest.mark.parametrize("model_name", ["NOVA", "SASRec++"])
 def test_scores_are_cosine_over_temperature(model_name, tiny_config):
     config, _, valid, model = build(model_name, tiny_config(temperature=0.05))
-    assert config["similarity"] == "cosine" and model.temperature == 0.05
+    assert model.temperature == 0.05
     check_cosine_scores(model, valid, 0.05)
-    _, _, _, model = build(model_name, tiny_config(similarity="dot"))
-    check_dot_scores(model)
-    with pytest.raises(ValueError, match="similarity"):
-        build(model_name, tiny_config(similarity="euclid"))
 
 
 @pytest.mark.parametrize("fusion_type", ["sum", "concat", "gating"])
@@ -128,7 +105,7 @@ def test_sasrecpp_has_no_id_parameters(tiny_config):
 
 def test_sasrecpp_price_encoding_is_ants(tiny_config):
     """The price block of SASRec++'s item input is ANT's 64-d sinusoidal encoding of the same
-    price (zero where an item has no price); ``price_encoding: scalar`` is price / 100."""
+    price (zero where an item has no price)."""
     _, _, _, model = build("SASRec++", tiny_config())
     _, _, _, ant = build("ANT", tiny_config())
     encoder = ant.item_encoder
@@ -140,13 +117,6 @@ def test_sasrecpp_price_encoding_is_ants(tiny_config):
     torch.testing.assert_close(block[has_price], encoder.price_encoder(price)[has_price])
     assert torch.all(block[~has_price] == 0)
     assert has_price.any() and (price[has_price] > 1).any()  # prices on ANT's [0, 100] scale
-
-    _, _, _, scalar = build("SASRec++", tiny_config(price_encoding="scalar"))
-    assert scalar.fused_features.shape[1] == text_image + 1
-    torch.testing.assert_close(scalar.fused_features[:, -1:], price / 100 * has_price.unsqueeze(-1).float())
-    torch.testing.assert_close(scalar.fused_features[:, :text_image], model.fused_features[:, :text_image])
-    with pytest.raises(ValueError, match="price_encoding"):
-        build("SASRec++", tiny_config(price_encoding="log"))
 
 
 @pytest.mark.parametrize("model_name", ["NOVA", "SASRec++"])

@@ -10,8 +10,7 @@ import torch.nn as nn
 from recbole.model.layers import FeedForward
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.layers import (CausalTransformer, FeatureFusion, ModalityProjector, check_similarity,
-                                     cosine_scores)
+from recbole_mm.model.layers import CausalTransformer, FeatureFusion, ModalityProjector, cosine_scores
 
 
 class NoninvasiveAttentionLayer(nn.Module):
@@ -53,32 +52,26 @@ class NOVA(MMSequentialRecommender):
     Sequential Recommendation"), on a causal SASRec-style encoder.
 
     Every modality (text, image, price) is projected by its own layer; as in the paper's
-    NOVA-BERT the position is side information too (``position_in_values: False``). At every
-    block the side vectors are fused (``fusion_type``: sum, concat, gating) with the current
-    item-ID stream into the queries and keys, while the values carry the pure item-ID stream
-    alone. Candidates are the ID embeddings, scored by ``cos / temperature`` as in the ANT
-    authors' NOVA (``similarity: dot`` for dot products), cross-entropy over all items. The
-    attention mask is the ordinary causal + padding mask (a public re-implementation builds it
-    wrongly; this one follows the paper).
-
-    ``position_in_values: True`` adds the position embedding to the ID stream instead (it then
-    reaches the values, and the queries and keys through the stream).
+    NOVA-BERT the position is side information too. At every block the side vectors are fused
+    (``fusion_type``: sum, concat, gating) with the current item-ID stream into the queries and
+    keys, while the values carry the pure item-ID stream alone. Candidates are the ID
+    embeddings, scored by ``cos / temperature`` as in the ANT authors' NOVA, cross-entropy over
+    all items. The attention mask is the ordinary causal + padding mask (a public
+    re-implementation builds it wrongly; this one follows the paper).
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         hidden = config["hidden_size"]
         features, masks = self.load_modalities(config, dataset)
-        self.similarity = check_similarity(config["similarity"])
         self.temperature = config["temperature"]
-        self.position_in_values = bool(config["position_in_values"])
         self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
         self.side_info = ModalityProjector(features, masks, hidden, config["price_embedding_size"],
                                            config["price_frequency"])
-        n_side = len(features) + (0 if self.position_in_values else 1)
+        n_inputs = 1 + len(features) + 1  # the ID stream, each modality, the position
         self.fusions = nn.ModuleList(
-            FeatureFusion(config["fusion_type"], 1 + n_side, hidden) for _ in range(config["n_layers"])
+            FeatureFusion(config["fusion_type"], n_inputs, hidden) for _ in range(config["n_layers"])
         )
         self.layers = nn.ModuleList(
             NoninvasiveAttentionLayer(hidden, config["n_heads"], config["inner_size"], config["hidden_dropout_prob"],
@@ -93,26 +86,17 @@ class NOVA(MMSequentialRecommender):
         return self.item_embedding.weight
 
     def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        if self.similarity == "dot":
-            return super().score(seq_output, table)
         return cosine_scores(seq_output, table, self.temperature)
 
     def side_vectors(self, item_seq: torch.Tensor) -> List[torch.Tensor]:
-        """The side information of the queries and keys: each modality's projection, and the
-        position embedding unless it goes into the ID stream (``position_in_values``)."""
-        side = list(self.side_info(item_seq).values())
-        if not self.position_in_values:
-            positions = torch.arange(item_seq.size(1), device=item_seq.device)
-            side.append(self.position_embedding(positions).unsqueeze(0).expand(item_seq.size(0), -1, -1))
-        return side
+        """The side information of the queries and keys: each modality's projection and the
+        position embedding."""
+        positions = self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
+        return list(self.side_info(item_seq).values()) + [positions.unsqueeze(0).expand(item_seq.size(0), -1, -1)]
 
     def id_stream(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """The input of the value stream: the item-ID embeddings (plus the position embedding
-        with ``position_in_values``), LayerNorm, dropout."""
-        stream = table[item_seq]
-        if self.position_in_values:
-            stream = stream + self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
-        return self.dropout(self.layer_norm(stream))
+        """The input of the value stream: the item-ID embeddings alone, LayerNorm, dropout."""
+        return self.dropout(self.layer_norm(table[item_seq]))
 
     def encode_with_attention(self, item_seq: torch.Tensor, table: torch.Tensor) -> Tuple[torch.Tensor, list, list]:
         """(outputs, attention weights of every block, values of every block)."""

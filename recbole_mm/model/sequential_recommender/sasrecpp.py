@@ -6,50 +6,36 @@ import torch
 import torch.nn as nn
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.layers import CausalTransformer, SinusoidalScalarEncoder, check_similarity, cosine_scores
-
-PRICE_SCALE = 100.0  # prices are stored normalised to [0, 100]
-PRICE_ENCODINGS = ("sinusoidal", "scalar")
+from recbole_mm.model.layers import CausalTransformer, SinusoidalScalarEncoder, cosine_scores
 
 
 class SASRecPP(MMSequentialRecommender):
     r"""SASRec++ (the ANT paper's feature-based baseline; run it as ``--model=SASRec++``).
 
     An item is ``Linear(concat(text, image, price))`` of its modality features, the price
-    through ANT's sinusoidal encoding (``price_encoding: sinusoidal``; ``scalar``: price / 100);
-    a missing modality is a zero block; there is no ID embedding. The sequence encoder is
-    SASRec's causal transformer; scores are ``cos / temperature`` as in the ANT authors'
-    reference model (``similarity: dot`` for dot products); cross-entropy over all items.
+    (normalised to [0, 100]) through ANT's sinusoidal encoding; a missing modality is a zero
+    block; there is no ID embedding. The sequence encoder is SASRec's causal transformer;
+    scores are ``cos / temperature`` as in the ANT authors' reference model; cross-entropy
+    over all items.
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         features, masks = self.load_modalities(config, dataset)
-        self.similarity = check_similarity(config["similarity"])
         self.temperature = config["temperature"]
-        self.price_encoding = config["price_encoding"] or "sinusoidal"
-        if self.price_encoding not in PRICE_ENCODINGS:
-            raise ValueError(f"config key `price_encoding` must be one of {list(PRICE_ENCODINGS)}, "
-                             f"got {self.price_encoding!r}")
         self.modalities = list(features)
         blocks = []
         for m in self.modalities:
             block = features[m].float()
             if m == "price":
-                block = self.encode_price(block, config)
+                encoder = SinusoidalScalarEncoder(config["price_embedding_size"], config["price_frequency"])
+                with torch.no_grad():
+                    block = encoder(block)
             blocks.append(block * masks[m].unsqueeze(-1).float())
         self.register_buffer("fused_features", torch.cat(blocks, dim=-1), persistent=False)
         self.item_projection = nn.Linear(self.fused_features.shape[1], config["hidden_size"])
         self.sequence_encoder = CausalTransformer(config, config["hidden_size"])
         self.apply(self.init_weights)
-
-    def encode_price(self, price: torch.Tensor, config) -> torch.Tensor:
-        """(n_items, 1) prices in [0, 100] -> ANT's sinusoidal encoding, or price / 100 (``scalar``)."""
-        if self.price_encoding == "scalar":
-            return price / PRICE_SCALE
-        encoder = SinusoidalScalarEncoder(config["price_embedding_size"], config["price_frequency"])
-        with torch.no_grad():
-            return encoder(price)
 
     def item_table(self) -> torch.Tensor:
         table = self.item_projection(self.fused_features)
@@ -59,6 +45,4 @@ class SASRecPP(MMSequentialRecommender):
         return self.sequence_encoder(item_seq, table[item_seq])
 
     def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        if self.similarity == "dot":
-            return super().score(seq_output, table)
         return cosine_scores(seq_output, table, self.temperature)
