@@ -10,6 +10,7 @@
   ``image + text + price + beta * (image * text)``; missing modalities contribute nothing.
 - :class:`CausalTransformer`: position embedding + RecBole ``TransformerEncoder`` with causal
   and padding masks.
+- :func:`cosine_scores`: ANT's scoring, cosine similarity divided by a temperature.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from recbole.model.layers import TransformerEncoder
 
 
 MISSING_MODALITY_MODES = ("zero", "adaptor")
+
+
+def cosine_scores(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """ANT's logits: ``cos(query, key) / temperature``, (..., N, d) x (..., M, d) -> (..., N, M)."""
+    return F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2) / temperature
 
 
 class ItemFeatureTable(nn.Module):

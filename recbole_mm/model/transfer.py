@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from recbole_mm.checkpoint import ARCHITECTURE_KEYS, check_checkpoint_fits
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder
+from recbole_mm.model.layers import CausalTransformer, MultiModalItemEncoder, cosine_scores
 from recbole_mm.model.transferable import Transferable
 
 
@@ -34,7 +34,7 @@ def in_batch_contrastive(queries: torch.Tensor, keys: torch.Tensor, temperature:
     Cosine similarities divided by ``temperature``. Where ``ids`` is given, a negative with the
     same id as the positive (the same item twice in a batch) is masked out.
     """
-    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).t() / temperature
+    logits = cosine_scores(queries, keys, temperature)
     if ids is not None:
         same = ids.view(-1, 1) == ids.view(1, -1)
         same.fill_diagonal_(False)
@@ -97,9 +97,7 @@ class TransferableRecommender(MMSequentialRecommender, Transferable):
         return self.sequence_encoder(item_seq, table[item_seq])
 
     def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        seq_output = F.normalize(seq_output, dim=-1)
-        table = F.normalize(table, dim=-1)
-        return seq_output @ table.transpose(-1, -2) / self.temperature
+        return cosine_scores(seq_output, table, self.temperature)
 
     # ----- pre-training -------------------------------------------------------------------
     def pretrain_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:

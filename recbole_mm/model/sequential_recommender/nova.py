@@ -10,7 +10,7 @@ import torch.nn as nn
 from recbole.model.layers import FeedForward
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.layers import CausalTransformer, FeatureFusion, ModalityProjector
+from recbole_mm.model.layers import CausalTransformer, FeatureFusion, ModalityProjector, cosine_scores
 
 
 class NoninvasiveAttentionLayer(nn.Module):
@@ -51,11 +51,12 @@ class NOVA(MMSequentialRecommender):
     r"""NOVA (Liu et al., AAAI 2021: "Noninvasive Self-attention for Side Information Fusion in
     Sequential Recommendation"), on a causal SASRec-style encoder.
 
-    Every modality (text, image, price) is projected by its own layer; at every block the side
-    vectors are fused (``fusion_type``: sum, concat, gating) with the current item-ID stream
-    into the queries and keys, while the values carry the ID stream (ID embedding plus
-    position) alone. Candidates are scored against the ID embeddings, cross-entropy over all
-    items. The attention mask is the ordinary causal + padding mask (a public
+    Every modality (text, image, price) is projected by its own layer; as in the paper's
+    NOVA-BERT the position is side information too. At every block the side vectors are fused
+    (``fusion_type``: sum, concat, gating) with the current item-ID stream into the queries and
+    keys, while the values carry the pure item-ID stream alone. Candidates are the ID
+    embeddings, scored by ``cos / temperature`` as in the ANT authors' NOVA, cross-entropy over
+    all items. The attention mask is the ordinary causal + padding mask (a public
     re-implementation builds it wrongly; this one follows the paper).
     """
 
@@ -63,12 +64,14 @@ class NOVA(MMSequentialRecommender):
         super().__init__(config, dataset)
         hidden = config["hidden_size"]
         features, masks = self.load_modalities(config, dataset)
+        self.temperature = config["temperature"]
         self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
         self.side_info = ModalityProjector(features, masks, hidden, config["price_embedding_size"],
                                            config["price_frequency"])
+        n_inputs = 1 + len(features) + 1  # the ID stream, each modality, the position
         self.fusions = nn.ModuleList(
-            FeatureFusion(config["fusion_type"], 1 + len(features), hidden) for _ in range(config["n_layers"])
+            FeatureFusion(config["fusion_type"], n_inputs, hidden) for _ in range(config["n_layers"])
         )
         self.layers = nn.ModuleList(
             NoninvasiveAttentionLayer(hidden, config["n_heads"], config["inner_size"], config["hidden_dropout_prob"],
@@ -82,21 +85,32 @@ class NOVA(MMSequentialRecommender):
     def item_table(self) -> torch.Tensor:
         return self.item_embedding.weight
 
-    def side_vectors(self, item_seq: torch.Tensor) -> List[torch.Tensor]:
-        return list(self.side_info(item_seq).values())
+    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return cosine_scores(seq_output, table, self.temperature)
 
-    def encode_with_attention(self, item_seq: torch.Tensor, table: torch.Tensor) -> Tuple[torch.Tensor, list]:
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        hidden = self.dropout(self.layer_norm(table[item_seq] + self.position_embedding(positions)))
+    def side_vectors(self, item_seq: torch.Tensor) -> List[torch.Tensor]:
+        """The side information of the queries and keys: each modality's projection and the
+        position embedding."""
+        positions = self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
+        return list(self.side_info(item_seq).values()) + [positions.unsqueeze(0).expand(item_seq.size(0), -1, -1)]
+
+    def id_stream(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """The input of the value stream: the item-ID embeddings alone, LayerNorm, dropout."""
+        return self.dropout(self.layer_norm(table[item_seq]))
+
+    def encode_with_attention(self, item_seq: torch.Tensor, table: torch.Tensor) -> Tuple[torch.Tensor, list, list]:
+        """(outputs, attention weights of every block, values of every block)."""
+        hidden = self.id_stream(item_seq, table)
         mask = CausalTransformer.attention_mask(item_seq, hidden.dtype)
         side = self.side_vectors(item_seq)
-        weights = []
+        weights, values = [], []
         for fusion, layer in zip(self.fusions, self.layers):
             fused = fusion([hidden] + side)
-            attended, probs, _ = layer.attend(hidden, fused, mask)
+            attended, probs, layer_values = layer.attend(hidden, fused, mask)
             weights.append(probs)
+            values.append(layer_values)
             hidden = layer.feed_forward(layer.layer_norm(attended + hidden))
-        return hidden, weights
+        return hidden, weights, values
 
     def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.encode_with_attention(item_seq, table)[0]

@@ -6,27 +6,32 @@ import torch
 import torch.nn as nn
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.layers import CausalTransformer
-
-PRICE_SCALE = 100.0  # prices are stored normalised to [0, 100]
+from recbole_mm.model.layers import CausalTransformer, SinusoidalScalarEncoder, cosine_scores
 
 
 class SASRecPP(MMSequentialRecommender):
     r"""SASRec++ (the ANT paper's feature-based baseline; run it as ``--model=SASRec++``).
 
-    An item is ``Linear(concat(text, image, price / 100))`` of its modality features (a
-    missing modality is a zero block), with no ID embedding; the sequence encoder is SASRec's
-    causal transformer and the loss cross-entropy over all items with dot-product scores.
+    An item is ``Linear(concat(text, image, price))`` of its modality features, the price
+    (normalised to [0, 100]) through ANT's sinusoidal encoding; a missing modality is a zero
+    block; there is no ID embedding. The sequence encoder is SASRec's causal transformer;
+    scores are ``cos / temperature`` as in the ANT authors' reference model; cross-entropy
+    over all items.
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         features, masks = self.load_modalities(config, dataset)
+        self.temperature = config["temperature"]
         self.modalities = list(features)
         blocks = []
         for m in self.modalities:
-            scaled = features[m] / PRICE_SCALE if m == "price" else features[m]
-            blocks.append(scaled.float() * masks[m].unsqueeze(-1).float())
+            block = features[m].float()
+            if m == "price":
+                encoder = SinusoidalScalarEncoder(config["price_embedding_size"], config["price_frequency"])
+                with torch.no_grad():
+                    block = encoder(block)
+            blocks.append(block * masks[m].unsqueeze(-1).float())
         self.register_buffer("fused_features", torch.cat(blocks, dim=-1), persistent=False)
         self.item_projection = nn.Linear(self.fused_features.shape[1], config["hidden_size"])
         self.sequence_encoder = CausalTransformer(config, config["hidden_size"])
@@ -38,3 +43,6 @@ class SASRecPP(MMSequentialRecommender):
 
     def encode_sequence(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.sequence_encoder(item_seq, table[item_seq])
+
+    def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return cosine_scores(seq_output, table, self.temperature)
