@@ -98,6 +98,18 @@ def test_a_model_it_cannot_serve_is_refused_with_its_reason(tiny_config, model_n
         prepare_data(config, dataset)
 
 
+def test_the_command_line_refuses_with_one_error_line(tiny_data_path, tmp_path, capsys):
+    from recbole_mm import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--model=BERT4Rec", "--dataset=tiny", f"--data_path={tiny_data_path}", "--state=WARNING",
+                  f"--checkpoint_dir={tmp_path}", "--stock_whole_sequence=True"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exited.value.code == 2 and lines == [
+        "error: stock_whole_sequence: BERT4Rec cannot train on whole sequences: its attention is bidirectional "
+        "(position t sees later items)"]
+
+
 def test_stock_sasrec_on_whole_sequences_beats_most_popular(tiny_config, tiny_data_path):
     result = run("SASRec", "tiny", config_dict=tiny_config(epochs=12, stock_whole_sequence=True))
     assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path)
