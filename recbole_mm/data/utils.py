@@ -323,7 +323,7 @@ NOT_CAUSAL_REASONS = {
 }
 
 
-def stock_whole_sequence_refusal(config, model_class) -> Optional[str]:
+def stock_whole_sequence_refusal(config) -> Optional[str]:
     """Why ``stock_whole_sequence`` cannot serve this run's model and stage (None: it can).
     Served: the causal models of :data:`STOCK_WHOLE_SEQUENCE_MODELS` with loss_type CE and no
     batch transform, S3Rec in its fine-tuning stage only."""
@@ -353,7 +353,7 @@ def uses_stock_whole_sequence(config, model_class) -> bool:
     models ignore the key (``train_whole_sequence`` is theirs)."""
     if not config["stock_whole_sequence"] or hasattr(model_class, "supports_whole_sequence"):
         return False
-    reason = stock_whole_sequence_refusal(config, model_class)
+    reason = stock_whole_sequence_refusal(config)
     if reason:
         raise ConfigError(f"stock_whole_sequence: {config['model']} cannot train on whole sequences: {reason}")
     return True
