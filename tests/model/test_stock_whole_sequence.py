@@ -111,5 +111,6 @@ def test_the_command_line_refuses_with_one_error_line(tiny_data_path, tmp_path, 
 
 
 def test_stock_sasrec_on_whole_sequences_beats_most_popular(tiny_config, tiny_data_path):
+    # the batches hold no `item_id`: SASRec's own calculate_loss would fail, the trainer mixin's loss runs
     result = run("SASRec", "tiny", config_dict=tiny_config(epochs=12, stock_whole_sequence=True))
     assert result["test_result"]["recall@10"] > 1.2 * most_popular_recall_at_10(tiny_data_path)
