@@ -3,6 +3,7 @@
     python -m recbole_mm.bench.speed --dataset=Scientific --data_path=../shared/datasets
     python -m recbole_mm.bench.speed --settings=all --epochs=1
     python -m recbole_mm.bench.speed --settings=all --train --only=0,5     # also train to early stopping
+    python -m recbole_mm.bench.speed --settings=stock --epochs=2             # stock models: prefix vs whole sequences
 
 Every setting uses the same data, hidden size, inner size and batch size; speed-ups are taken
 against the first setting (stock RecBole SASRec). Each setting runs in a child process, so its
@@ -42,6 +43,14 @@ SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
         ("ANT + length-bucketed prefix batches", "ANT", {**ALL_OFF, **EVAL_ON, "length_bucketing": True}),
         ("ANT + whole sequences", "ANT", {"train_whole_sequence": True, "length_bucketing": False}),
         ("ANT + whole sequences + length bucketing (default)", "ANT", {}),
+    ],
+    # stock RecBole models, their code unchanged: prefix samples, bucketed prefix samples, whole sequences
+    "stock": [
+        ("SASRec (stock RecBole)", "SASRec", {}),
+        ("SASRec + stock_length_bucketing (prefix samples)", "SASRec", {"stock_length_bucketing": True}),
+        ("SASRec + stock_whole_sequence", "SASRec", {"stock_whole_sequence": True}),
+        ("GRU4Rec (stock RecBole)", "GRU4Rec", {}),
+        ("GRU4Rec + stock_whole_sequence", "GRU4Rec", {"stock_whole_sequence": True}),
     ],
 }
 

@@ -21,6 +21,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import ModelType
 
+from recbole_mm.config import ConfigError
 from recbole_mm.data.aliexpress import LABELS
 from recbole_mm.data.atomic_files import check_atomic_file, check_column_types, find_unreadable_line
 from recbole_mm.data.batching import PrefixTrainDataLoader, SequenceTrainDataLoader, WholeSequenceRowsLoader
@@ -87,7 +88,8 @@ def load_train_order_state(loader, state: dict) -> None:
     if set(state) != set(train_order_state(loader)):
         raise ValueError(f"the resume file's batch order ({sorted(state)}) is of another training loader than this "
                          f"run's ({type(loader).__name__}): keep the loader settings (`train_whole_sequence`, "
-                         f"`length_bucketing`, `stock_length_bucketing`, `stock_whole_sequence_rows`)")
+                         f"`length_bucketing`, `stock_length_bucketing`, `stock_whole_sequence_rows`, "
+                         f"`stock_whole_sequence`)")
     if hasattr(loader, "load_order_state"):
         loader.load_order_state(state)
     elif "generator" in state:
@@ -281,6 +283,11 @@ def sequential_dataloaders(config, dataset):
     model_class = get_model(config["model"])
     train_data, valid_data, test_data = data_preparation(config, dataset)
     stock_model = not hasattr(model_class, "supports_whole_sequence")
+    if uses_stock_whole_sequence(config, model_class):
+        getLogger().info(f"{config['model']}: one training row per user sequence, loss at every position "
+                         f"(stock_whole_sequence)")
+        return (SequenceTrainDataLoader(config, train_data._dataset, shuffle=config["shuffle"], whole_sequences=True),
+                valid_data, test_data)
     if stock_model and config["stock_whole_sequence_rows"]:
         train_data = _stock_whole_rows_loader(config, train_data)
     if stock_model and config["stock_length_bucketing"] and not isinstance(train_data, WholeSequenceRowsLoader):
@@ -301,6 +308,58 @@ def sequential_dataloaders(config, dataset):
         for loader in (valid_data, test_data):
             sort_by_history_length(loader._dataset)
     return train_data, valid_data, test_data
+
+
+# Stock RecBole models whose output at position t depends only on the items up to t, each with an
+# all-position adapter in recbole_mm.model.stock_whole_sequence (``stock_whole_sequence``)
+STOCK_WHOLE_SEQUENCE_MODELS = ("SASRec", "SASRecF", "FDSA", "GRU4Rec", "GRU4RecF", "S3Rec")
+# Why some other stock sequential models cannot be served (their output at t sees later items)
+NOT_CAUSAL_REASONS = {
+    "BERT4Rec": "its attention is bidirectional (position t sees later items)",
+    "NARM": "its attention reads the whole sequence, queried by the last hidden state",
+    "STAMP": "it reads the mean of the whole sequence and its last item",
+    "Caser": "its convolutions read the fixed window of the last MAX_ITEM_LIST_LENGTH items",
+    "SRGNN": "its session graph is built from the whole sequence",
+    "GCSAN": "its session graph is built from the whole sequence",
+    "LightSANs": "its low-rank item pooling mixes all positions",
+    "CORE": "it pools the whole sequence",
+}
+
+
+def stock_whole_sequence_refusal(config) -> Optional[str]:
+    """Why ``stock_whole_sequence`` cannot serve this run's model and stage (None: it can).
+    Served: the causal models of :data:`STOCK_WHOLE_SEQUENCE_MODELS` with loss_type CE and no
+    batch transform, S3Rec in its fine-tuning stage only."""
+    name = config["model"]
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return "it is not a sequential model"
+    if name in NOT_CAUSAL_REASONS:
+        return NOT_CAUSAL_REASONS[name]
+    if name not in STOCK_WHOLE_SEQUENCE_MODELS:
+        return f"it is not among the models checked to be causal {STOCK_WHOLE_SEQUENCE_MODELS}"
+    if name == "S3Rec" and config["train_stage"] != "finetune":
+        return "S3Rec's pre-training builds its own samples (use stock_whole_sequence_rows)"
+    negatives = config["train_neg_sample_args"] or {}
+    if config["loss_type"] != "CE" or negatives.get("distribution", "none") != "none":
+        return ("loss_type BPR samples one random negative per prefix sample, which a whole-sequence pass "
+                "cannot reproduce exactly: use loss_type CE")
+    if config["transform"]:
+        return f"its batches need the transform {config['transform']!r}"
+    if config["stock_whole_sequence_rows"]:
+        return "stock_whole_sequence_rows is on too (one of the two)"
+    return None
+
+
+def uses_stock_whole_sequence(config, model_class) -> bool:
+    """Whether the run trains a stock model on whole sequences (``stock_whole_sequence``); a model
+    it cannot serve is a :class:`ConfigError` naming the model and the reason. The plugin's own
+    models ignore the key (``train_whole_sequence`` is theirs)."""
+    if not config["stock_whole_sequence"] or hasattr(model_class, "supports_whole_sequence"):
+        return False
+    reason = stock_whole_sequence_refusal(config)
+    if reason:
+        raise ConfigError(f"stock_whole_sequence: {config['model']} cannot train on whole sequences: {reason}")
+    return True
 
 
 # Stock RecBole training stages that build their own samples from a whole sequence

@@ -9,6 +9,9 @@
   sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
 - :class:`RunRecordMixin`: the epoch history (loss, validation score) for the results and the
   training curve, and RecBole's TensorBoard events switched by ``log_tensorboard``.
+- :class:`StockWholeSequenceMixin`: with ``stock_whole_sequence: True`` a stock causal model's
+  training loss is computed on whole-sequence batches at every position
+  (:mod:`recbole_mm.model.stock_whole_sequence`), not by its ``calculate_loss``.
 - :func:`with_plugin_mixins`: puts them in front of any RecBole trainer class.
 """
 
@@ -19,6 +22,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 from typing import Optional, Tuple
 
 import torch
@@ -43,7 +47,8 @@ from recbole_mm.checkpoint import (
     with_run_id,
 )
 from recbole_mm.config import global_rank
-from recbole_mm.data.utils import load_train_order_state, train_order_state
+from recbole_mm.data.utils import load_train_order_state, train_order_state, uses_stock_whole_sequence
+from recbole_mm.model.stock_whole_sequence import whole_sequence_loss
 
 
 def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
@@ -355,8 +360,19 @@ class LearningRateDecayMixin:
         return result
 
 
-PLUGIN_MIXINS = (CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin,
-                 HistoryMaskMixin)
+class StockWholeSequenceMixin:
+    """``stock_whole_sequence``: RecBole's training loop with the whole-sequence loss in place of
+    the stock model's ``calculate_loss`` (the loader yields whole sequences, data/utils); the
+    model's forward, evaluation and prediction stay RecBole's."""
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if loss_func is None and uses_stock_whole_sequence(self.config, type(self.model)):
+            loss_func = partial(whole_sequence_loss, self.model, target_field=self.config["TARGET_ITEM_LIST_FIELD"])
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+
+PLUGIN_MIXINS = (StockWholeSequenceMixin, CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin,
+                 SafeCheckpointMixin, HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:

@@ -21,6 +21,16 @@ def test_speed_benchmark_writes_table(tiny_data_path, tmp_path):
     assert os.path.isfile(out / "speed-tiny-all.json")
 
 
+def test_speed_benchmark_has_stock_whole_sequence_rows(tiny_data_path, tmp_path):
+    rows = speed.main([
+        "--dataset=tiny", f"--data_path={tiny_data_path}", "--hidden_size=16", "--train_batch_size=256",
+        "--settings=stock", "--only=2", f"--out={tmp_path}", "--threads=1",
+    ])
+    assert [r["setting"] for r in rows] == ["SASRec (stock RecBole)", "SASRec + stock_whole_sequence"]
+    # one row per user sequence: fewer, fuller batches for the same target positions
+    assert rows[1]["train_batches"] <= rows[0]["train_batches"]
+
+
 def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
     from recbole_mm.bench import compare
 
