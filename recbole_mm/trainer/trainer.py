@@ -65,6 +65,9 @@ class SafeCheckpointMixin:
     resume state, tensors and plain data written atomically, read with ``weights_only=True``."""
 
     def __init__(self, config, model):
+        # RecBole's Trainer creates the folder with a check-then-create that races between the
+        # processes of a distributed run on one machine
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         super().__init__(config, model)
         self.run_id = config["run_id"] or new_run_id()  # the runner gives every run its own
         self.saved_model_file = with_run_id(self.saved_model_file, self.run_id)
