@@ -80,7 +80,7 @@ def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: f
 
 def ramp_weight(epoch: int, alpha: float) -> float:
     """ODMT's distillation weight: ``exp(-5 (1 - min(epoch, alpha) / alpha)^2)`` for
-    ``alpha >= 1`` (0-based epochs), the constant ``alpha`` below 1."""
+    ``alpha >= 1`` (epochs counted from 1, as the public code does), the constant ``alpha`` below 1."""
     if alpha < 1:
         return float(alpha)
     phase = 1.0 - min(float(epoch), alpha) / alpha

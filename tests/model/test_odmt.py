@@ -57,16 +57,16 @@ def test_ramp_and_epoch_counter(tiny_config):
     assert ramp_weight(3, 0.5) == 0.5
     _, _, _, model = build(tiny_config(**SMALL))
     assert model.epoch == 0
-    for expected in (0, 1, 2):  # the trainer: model.train() at every epoch, model.eval() to evaluate
+    for expected in (1, 2, 3):  # the trainer: model.train() at every epoch, model.eval() to evaluate
         model.train()
-        assert model.epoch == expected
+        assert model.epoch == expected  # counted from 1, as the public code: w = exp(-5 (1 - 1/alpha)^2) at first
         model.eval()
     state = model.state_dict()
     assert int(state["epochs_started"]) == 3
     _, _, _, resumed = build(tiny_config(**SMALL))
     resumed.load_state_dict(state)
     resumed.train()
-    assert resumed.epoch == 3  # a resumed run continues the ramp
+    assert resumed.epoch == 4  # a resumed run continues the ramp
 
 
 @pytest.mark.parametrize("block", [True, False])

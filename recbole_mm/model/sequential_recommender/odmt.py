@@ -105,8 +105,9 @@ class ODMT(MMSequentialRecommender):
 
     @property
     def epoch(self) -> int:
-        """0-based index of the current training epoch."""
-        return max(0, int(self.epochs_started) - 1)
+        """Number of the current training epoch counted from 1, as the public code counts it for the
+        ramp (0 before the first training epoch)."""
+        return int(self.epochs_started)
 
     def train(self, mode: bool = True):
         if mode and hasattr(self, "epochs_started"):
