@@ -165,10 +165,16 @@ def multi_positive_info_nce(sim: torch.Tensor, positive: torch.Tensor, negative:
     return loss[positive].mean()
 
 
-def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
+                       groups: Optional[torch.Tensor] = None) -> torch.Tensor:
     """InfoNCE between two views (row i of ``a`` and of ``b`` are positives, other rows of the
-    other view are negatives), averaged over both directions; cosine similarities."""
+    other view are negatives), averaged over both directions; cosine similarities. ``groups``
+    (e.g. the rows' user ids): another row of the same group is no negative (masked out)."""
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     logits = a @ b.t() / temperature
     labels = torch.arange(a.size(0), device=a.device)
+    if groups is not None:
+        same = groups.view(-1, 1) == groups.view(1, -1)
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_mm.config import MMConfig
 from recbole_mm.data.raw_items import ItemTexts
@@ -13,7 +14,7 @@ from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.encoders import build_token_source, transformer_blocks
 from recbole_mm.model.losses import (
-    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks,
+    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks, symmetric_info_nce,
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
@@ -334,3 +335,18 @@ def test_pretrain_then_adapt_through_the_transfer_stage(tiny_config, tiny_data_p
                                             pretrained_checkpoint=result["checkpoint"]))
     with pytest.raises(ValueError, match="fine_tune"):
         apply_adaptation(model, config)
+
+
+def test_rcl_rows_of_one_user_are_no_negatives():
+    """RCL with the rows' user ids: another row of the same user is masked out of the negatives
+    (a hand computation); without the ids it counts as a negative."""
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    users = torch.tensor([7, 7, 9])
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / 0.5
+    masked = logits.clone()
+    masked[0, 1] = masked[1, 0] = float("-inf")
+    labels = torch.arange(3)
+    expected = 0.5 * (F.cross_entropy(masked, labels) + F.cross_entropy(masked.t(), labels))
+    torch.testing.assert_close(symmetric_info_nce(a, b, 0.5, groups=users), expected)
+    assert abs(float(symmetric_info_nce(a, b, 0.5)) - float(expected)) > 1e-4

@@ -142,7 +142,9 @@ class PMMRec(MMSequentialRecommender, Transferable):
                 lengths = valid.sum(1)
                 clean_user = masked_positions(output, lengths)
                 noised_user = masked_positions(noised_output, lengths)
-                loss = loss + self.rcl_weight * symmetric_info_nce(clean_user, noised_user, self.rcl_temperature)
+                users_of_rows = interaction[self.USER_ID] if self.USER_ID in interaction else None
+                loss = loss + self.rcl_weight * symmetric_info_nce(  # rows of one user are no negatives
+                    clean_user, noised_user, self.rcl_temperature, groups=users_of_rows)
         return (loss, next_item_loss) if return_parts else loss
 
     def nicl_loss(self, inputs: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
