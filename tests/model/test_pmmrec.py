@@ -331,6 +331,13 @@ def test_pretrain_then_adapt_through_the_transfer_stage(tiny_config, tiny_data_p
         assert all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items() if k.startswith(loaded_prefix))
         assert not any(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items()
                        if k.startswith(other_prefix) and v.dim() == 2)
+    # fine-tuning: the recommendation loss alone (the reference), unless auxiliary_when_adapting
+    for keep in (False, True):
+        config, train, _, model = build(tiny_config(**SMALL, adaptation="fine_tune", auxiliary_when_adapting=keep,
+                                                    pretrained_checkpoint=result["checkpoint"]))
+        assert apply_adaptation(model, config)["auxiliary_objectives"] is keep
+        loss, next_item = model.calculate_loss(next(iter(train)), return_parts=True)
+        assert (float(loss) > float(next_item)) if keep else torch.equal(loss, next_item)
     config, _, _, model = build(tiny_config(**SMALL, adaptation="re_learning",
                                             pretrained_checkpoint=result["checkpoint"]))
     with pytest.raises(ValueError, match="fine_tune"):

@@ -67,6 +67,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
         self.nicl_weight, self.nicl_temperature = config["nicl_weight"], config["nicl_temperature"]
         self.nid_weight, self.nid_noise_ratio = config["nid_weight"], config["nid_noise_ratio"]
         self.rcl_weight, self.rcl_temperature = config["rcl_weight"], config["rcl_temperature"]
+        self.auxiliary_when_adapting = bool(config["auxiliary_when_adapting"])
         self.item_chunk_size = config["item_chunk_size"]
         self.architecture = {k: config[k] for k in TRANSFER_KEYS}
         self.similarity = config["similarity"] or "dot"
@@ -191,7 +192,10 @@ class PMMRec(MMSequentialRecommender, Transferable):
         check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
         part = config["pretrain_part"] or "full"
         loaded = self.load_pretrained(checkpoint["state_dict"], part)
-        return {"mode": mode, "pretrain_part": part, "loaded": len(loaded), "frozen": [], "reinitialised": []}
+        if not self.auxiliary_when_adapting:  # the reference fine-tunes with the recommendation loss alone
+            self.nicl_weight = self.nid_weight = self.rcl_weight = 0.0
+        return {"mode": mode, "pretrain_part": part, "loaded": len(loaded), "frozen": [], "reinitialised": [],
+                "auxiliary_objectives": self.auxiliary_when_adapting}
 
     def load_pretrained(self, state_dict: dict, pretrain_part: str) -> List[str]:
         """Load one part of a pre-trained PMMRec: ``full`` | ``item_encoder`` | ``user_encoder``
