@@ -17,17 +17,14 @@
 - Runs' file names (a run id in every name: :func:`new_run_id`, :func:`with_run_id`) and what a
   training resume state must agree on with the run resuming it (:func:`training_resume_settings`,
   :func:`check_training_resume`); RNG states as plain containers (:func:`rng_state_dict`).
-- Files of earlier recbole-mm versions (a pickled Config, pickle protocol 4) are refused; a user who
-  wrote one can rewrite it as plain data, explicitly trusting it::
-
-      python -m recbole_mm.checkpoint --convert old.pth new.pth
+- Files of earlier recbole-mm versions (a pickled Config, pickle protocol 4) are refused like any
+  other file ``weights_only`` cannot read: rerun the run that wrote them.
 
 Bottom layer: imports nothing of the plugin but :mod:`recbole_mm.fileio`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import re
@@ -84,8 +81,7 @@ def _refusal(err: Exception) -> str:
     else:
         reason = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
     return (f"{reason}; it is truncated, corrupt, or not written by this version of recbole-mm "
-            f"(rerun the run that wrote it; a file of an earlier recbole-mm that you wrote yourself: "
-            f"python -m recbole_mm.checkpoint --convert <file> <new file>)")
+            f"(rerun the run that wrote it)")
 
 
 def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mmap: bool = False) -> dict:
@@ -98,7 +94,7 @@ def load_checkpoint(path: str, map_location=None, key: Optional[str] = None, mma
         raise FileNotFoundError(f"{where}checkpoint file {path} not found")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{where}checkpoint file {path} is empty (0 bytes): a run was cut off while writing it, "
-                         f"or it is not a checkpoint")
+                              f"or it is not a checkpoint")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{where}checkpoint file {path} refused: it is not the zip archive torch.save writes; "
                               f"it is truncated, corrupt, or not a checkpoint")
@@ -127,7 +123,7 @@ def load_model_checkpoint(path: str, key: str, map_location=None) -> dict:
     checkpoint = load_checkpoint(path, map_location=map_location, key=key)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"config key `{key}`: {path} holds no model (expected the checkpoint of a training run, "
-                         f"a dict with `state_dict`)")
+                              f"a dict with `state_dict`)")
     return checkpoint
 
 
@@ -209,7 +205,7 @@ def load_pretrained(path: str) -> dict:
     """Read a checkpoint written by :func:`save_pretrained` (clear errors for other files)."""
     if not path:
         raise CheckpointError("config key `pretrained_checkpoint` is empty: name the file written by a "
-                         "--stage=pretrain run (its results JSON gives the path)")
+                              "--stage=pretrain run (its results JSON gives the path)")
     checkpoint = load_checkpoint(path, map_location="cpu", key="pretrained_checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -273,7 +269,7 @@ def load_resume_state(path: str, settings: Dict) -> dict:
     state = load_checkpoint(path, map_location="cpu", key="resume_from")
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"config key `resume_from`: {path} is not a pre-training resume state (format "
-                         f"{RESUME_FORMAT!r}, the <checkpoint>-last.pth of a --stage=pretrain run)")
+                              f"{RESUME_FORMAT!r}, the <checkpoint>-last.pth of a --stage=pretrain run)")
     check_resume_settings(state, settings, path)
     return state
 
@@ -364,36 +360,6 @@ def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
                  f"this run" for name in own if name in saved and hasattr(saved[name], "shape")
                  and tuple(saved[name].shape) != tuple(own[name].shape)]
     if problems:
-        raise CheckpointError(f"cannot resume training from {path}: the model's architecture differs (a config key that "
-                         f"shapes it changed): " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
-
-
-# ----- files of earlier versions --------------------------------------------------------------------
-def convert_trusted_checkpoint(source: str, target: str) -> str:
-    """Rewrite a checkpoint written by an earlier recbole-mm (a pickled Config, pickle protocol 4) as
-    plain data that :func:`load_checkpoint` reads. ``source`` is unpickled with
-    ``weights_only=False``, which can run code: only for a file you wrote yourself."""
-    if os.path.abspath(source) == os.path.abspath(target):
-        raise CheckpointError(f"--convert: write the converted file next to {source}, not over it")
-    old = torch.load(source, map_location="cpu", weights_only=False)  # trusted by the user, explicitly
-    if not isinstance(old, dict):
-        raise CheckpointError(f"--convert: {source} holds a {type(old).__name__}, not a checkpoint (a dict)")
-    payload = {key: plain_config(value) if hasattr(value, "final_config_dict") else plain(value)
-               for key, value in old.items()}
-    save_checkpoint(payload, target)
-    load_checkpoint(target)  # what was written loads safely
-    return target
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_mm.checkpoint",
-        description="Rewrite a checkpoint of an earlier recbole-mm as plain data (weights_only loadable). "
-                    "The old file is unpickled: convert only files you wrote yourself.")
-    parser.add_argument("--convert", nargs=2, metavar=("OLD", "NEW"), required=True)
-    args = parser.parse_args(argv)
-    print(convert_trusted_checkpoint(*args.convert))
-
-
-if __name__ == "__main__":
-    main()
+        raise CheckpointError(f"cannot resume training from {path}: the model's architecture differs (a config key "
+                              f"that shapes it changed): " + "; ".join(problems[:3])
+                              + (" ..." if len(problems) > 3 else ""))

@@ -119,8 +119,8 @@ class SafeCheckpointMixin:
         test score would be another model's."""
         if self._best_model_stamp is not None and _file_stamp(self.saved_model_file) != self._best_model_stamp:
             raise CheckpointError(f"{self.saved_model_file} was rewritten by another process after run {self.run_id} "
-                             f"saved its best model there: no test score is reported for a model this run did "
-                             f"not train")
+                                  f"saved its best model there: no test score is reported for a model this run did "
+                                  f"not train")
 
     @property
     def resume_file(self) -> str:
@@ -210,7 +210,7 @@ class SafeCheckpointMixin:
         best = checkpoint["best_model_file"]
         if checkpoint.get("best_valid_result") is not None and not os.path.isfile(best):
             raise CheckpointError(f"config key `resume_from`: {resume_file} names the best model file {best}, which is "
-                             f"missing (the resumed run could not report its test score)")
+                                  f"missing (the resumed run could not report its test score)")
         self.saved_model_file = best
         self.run_id = checkpoint.get("run_id") or self.run_id
         self._best_model_stamp = _file_stamp(best)
