@@ -61,13 +61,10 @@ class UnknownConfigKeyError(ConfigError, KeyError):
 def global_rank(config) -> int:
     """This process's rank among all processes of all nodes (0 for a single-process run):
     ``local_rank`` on its node plus the node's ``offset`` (RecBole's ``group_offset``)."""
-    def value(key):
-        try:
-            return config[key]
-        except KeyError:
-            return None
+    def value(key):  # a RecBole Config gives None for a missing key, the final config dict has no default
+        return config[key] if key in config else None
 
-    if value("single_spec") or value("single_spec") is None:
+    if value("single_spec") is not False:  # single-process, or the device set-up has not run yet
         return 0
     return int(value("local_rank") or 0) + int(value("offset") or 0)
 
