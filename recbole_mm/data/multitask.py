@@ -19,6 +19,7 @@ from recbole.data.dataset import Dataset as RecBoleDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource
 
+from recbole_mm.config import check_choice
 from recbole_mm.data.aliexpress import LABELS, check_codes, check_labels, stratified_sample
 from recbole_mm.data.atomic_files import DataFileError, non_finite_as_missing
 from recbole_mm.data.tabular import ALIEXPRESS_LAYOUT, MultiTaskLayout, read_layout
@@ -147,14 +148,36 @@ def multitask_dataloaders(config, dataset: MultiTaskDataset):
     check_label_classes(valid.tensors()[2].numpy(), _split_file(config, dataset, 1))
     rows = None
     ratio = config["train_sample_ratio"]
+    n_train = len(train.tensors()[2])
     if ratio is not None and ratio < 1:
         _, _, labels = train.tensors()
         rows = stratified_sample(labels.numpy(), ratio, int(config["seed"]))
+        n_train = len(rows)
+    valid_rows = valid_sample_rows(config, valid, n_train)
+    if valid_rows is not None:
+        check_label_classes(valid.tensors()[2][torch.as_tensor(valid_rows)].numpy(),
+                            f"{_split_file(config, dataset, 1)} (the {len(valid_rows)} rows of valid_sample)")
     return (
         MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"], rows=rows),
-        MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False),
+        MultiTaskDataLoader(config, valid, config["eval_batch_size"], shuffle=False, rows=valid_rows),
         MultiTaskDataLoader(config, test, config["eval_batch_size"], shuffle=False),
     )
+
+
+VALID_SAMPLES = ("same_as_train", "full")
+
+
+def valid_sample_rows(config, valid: MultiTaskDataset, n_train: int):
+    """Rows of the validation split that model selection reads: ``valid_sample: full`` all of
+    them; ``same_as_train`` (default) a stratified sample as large as the training rows when those
+    are fewer (little target data means a little validation data too), else all (``None``)."""
+    choice = config["valid_sample"] or "full"
+    check_choice("valid_sample", choice, VALID_SAMPLES)
+    labels = valid.tensors()[2].numpy()
+    if choice == "full" or n_train >= len(labels):
+        return None
+    # a different draw from the training sample's (seed + 1): the two splits are disjoint anyway
+    return stratified_sample(labels, n_train / len(labels), int(config["seed"]) + 1)
 
 
 def _split_file(config, dataset, part: int) -> str:
@@ -163,20 +186,19 @@ def _split_file(config, dataset, part: int) -> str:
     return os.path.join(dataset.dataset_path, f"{dataset.dataset_name}.{name}.inter")
 
 
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
 class SourceTargetLoader:
     """Training batches of an adversarial adaptation: each step a (source batch, target batch)
-    pair. An epoch is one pass over ``source``; the target loader (a stratified sample of the
-    target, usually smaller) is cycled, from a fresh pass every epoch. ``dataset`` is the
-    target's, as RecBole's trainer expects of a training loader."""
+    pair of the same size. An epoch is one pass over ``target`` (the stratified target sample);
+    each target batch is paired with the next rows of a random order of the source training rows,
+    drawn afresh when it runs out, so every epoch sees a random share of the source (the public
+    code reads a random half of the source file per epoch and stops with the target).
+    ``dataset`` is the target's, as RecBole's trainer expects of a training loader."""
 
     def __init__(self, source: MultiTaskDataLoader, target: MultiTaskDataLoader):
         self.source, self.target = source, target
         self.sampler = target.sampler
+        self._order = torch.empty(0, dtype=torch.long)  # source rows not yet paired, in order
+        self._next = 0
 
     @property
     def dataset(self):
@@ -187,16 +209,32 @@ class SourceTargetLoader:
         return self.target._dataset
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.target)
 
     def order_state(self) -> dict:
-        return {"source": self.source.order_state(), "target": self.target.order_state()}
+        return {"source": self.source.order_state(), "target": self.target.order_state(),
+                "source_order": self._order.clone(), "source_next": int(self._next)}
 
     def load_order_state(self, state: dict) -> None:
         self.source.load_order_state(state["source"])
         self.target.load_order_state(state["target"])
+        self._order, self._next = state["source_order"].clone(), int(state["source_next"])
+
+    def _source_rows(self, n: int) -> torch.Tensor:
+        taken = []
+        while n > 0:
+            if self._next >= len(self._order):
+                self._order = torch.randperm(len(self.source.labels), generator=self.source.generator)
+                self._next = 0
+            part = self._order[self._next : self._next + n]
+            self._next += len(part)
+            n -= len(part)
+            taken.append(part)
+        return torch.cat(taken)
 
     def __iter__(self) -> Iterator[Tuple[Interaction, Interaction]]:
-        target_batches = _cycle(self.target)
-        for source_batch in self.source:
-            yield source_batch, next(target_batches)
+        source = self.source
+        for target_batch in self.target:
+            idx = self._source_rows(len(target_batch["labels"]))
+            yield Interaction({"categorical": source.categorical[idx], "numerical": source.numerical[idx],
+                               "labels": source.labels[idx]}), target_batch

@@ -13,13 +13,17 @@ from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, Run
 
 
 def task_metrics(config, predictions: np.ndarray, labels: np.ndarray, tasks) -> "OrderedDict[str, float]":
-    """``<task>_auc`` and ``<task>_logloss`` of every task (columns of predictions / labels)."""
+    """``<task>_auc`` and ``<task>_logloss`` of every task (columns of predictions / labels), and
+    ``mean_auc``, the mean of the tasks' AUCs (the adaptation papers' model selection)."""
     auc, logloss = AUC(config), LogLoss(config)
     digits = config["metric_decimal_place"]
     result = OrderedDict()
+    aucs = []
     for j, task in enumerate(tasks):
-        result[f"{task}_auc"] = round(float(auc.metric_info(predictions[:, j], labels[:, j])), digits)
+        aucs.append(float(auc.metric_info(predictions[:, j], labels[:, j])))
+        result[f"{task}_auc"] = round(aucs[-1], digits)
         result[f"{task}_logloss"] = round(float(logloss.metric_info(predictions[:, j], labels[:, j])), digits)
+    result["mean_auc"] = round(float(np.mean(aucs)), digits)
     return result
 
 

@@ -183,6 +183,7 @@ class SafeCheckpointMixin:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._load_extra_state(checkpoint)
         self.train_epoch_seconds = list(checkpoint.get("train_epoch_seconds", []))
         self.eval_seconds = list(checkpoint.get("eval_seconds", []))
         self.train_loss_history = list(checkpoint.get("train_loss_history", []))
@@ -191,6 +192,9 @@ class SafeCheckpointMixin:
                                 "file": resume_file}
         self.logger.info(f"Resumed run {self.run_id} from {resume_file}: training continues at epoch "
                          f"{self.start_epoch}")
+
+    def _load_extra_state(self, checkpoint: dict) -> None:
+        """What a subclass adds to :meth:`_model_state` beyond RecBole's keys, restored on resume."""
 
     def _check_resume_state(self, checkpoint, resume_file: str) -> None:
         """``ValueError`` unless ``checkpoint`` is a training state of this model, data set,

@@ -53,6 +53,7 @@ class MultiTaskRecommender(AbstractRecommender):
     type = MMModelType.MULTITASK
     input_type = InputType.POINTWISE
     tasks = TASKS
+    shared_tower_input = False  # True: every tower reads the same tensor (SharedBottom, OMoE)
 
     def __init__(self, config, dataset):
         super().__init__()

@@ -8,3 +8,4 @@ class OMoE(MMoE):
     ``OMoEModel``: like :class:`MMoE` with one gate whose mixture both towers read."""
 
     n_gates = 1
+    shared_tower_input = True

@@ -12,6 +12,8 @@ class SharedBottom(MultiTaskRecommender):
     (``bottom_dims``) shared by both task towers. No difference from MTReclib beyond those of
     :class:`MultiTaskRecommender`."""
 
+    shared_tower_input = True
+
     def build_backbone(self, input_dim: int) -> int:
         self.bottom = self.mlp(input_dim, self.config["bottom_dims"])
         return self.config["bottom_dims"][-1]

@@ -1,32 +1,22 @@
 """TAA: task-adversarial adaptation."""
 
-import torch
-
-from recbole_mm.model.multitask_recommender.adversarial import (
-    AdversarialAdapter,
-    Critic,
-    gradient_penalty,
-    wasserstein_estimate,
-)
+from recbole_mm.model.multitask_recommender.adversarial import AdversarialAdapter, Critic
 
 
 class TAA(AdversarialAdapter):
-    r"""TAA (Su et al., "Task-Adversarial Adaptation for Multi-modal Recommendation"): one domain
-    critic per task on that task tower's input features, between the target model's features on
-    source rows and on target rows."""
+    r"""TAA (Su et al., "Task-Adversarial Adaptation for Multi-modal Recommendation", ACM MM 2023):
+    one domain critic per task on that task tower's input, between the target model's features on
+    source rows and on target rows.
 
-    def build_critics(self, dim, dims):
-        return [Critic(dim, dims) for _ in self.tasks]
+    As the public code (TL-UESTC/TAA): critics ``tower input -> 64 -> 16 -> 1``; a backbone whose
+    towers share their input (SharedBottom, OMoE) gives both critics the same features. Differs:
+    the critics' score is not passed through LogSoftmax (see :mod:`..adversarial`), and their
+    features are taken in eval mode."""
 
-    def _pairs(self, source_batch, target_batch, grad: bool):
-        with torch.set_grad_enabled(grad):
-            return list(zip(self.target.features(source_batch), self.target.features(target_batch)))
+    def build_critics(self, feature_dim, dims):
+        return [Critic(feature_dim, dims) for _ in self.tasks]
 
-    def adversarial_loss(self, source_batch, target_batch):
-        pairs = self._pairs(source_batch, target_batch, grad=True)
-        return sum(wasserstein_estimate(c, s, t) for c, (s, t) in zip(self.critics, pairs))
-
-    def critic_loss(self, source_batch, target_batch, gp_weight: float):
-        pairs = self._pairs(source_batch, target_batch, grad=False)
-        return sum(-wasserstein_estimate(c, s, t) + gp_weight * gradient_penalty(c, s, t)
-                   for c, (s, t) in zip(self.critics, pairs))
+    def critic_terms(self, source_batch, target_batch):
+        reals = self.serving_features(self.target, source_batch, grad=False)
+        fakes = self.serving_features(self.target, target_batch, grad=False)
+        return list(zip(self.critics, reals, fakes))
