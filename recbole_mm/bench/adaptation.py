@@ -1,85 +1,358 @@
-"""Adaptation table: a backbone trained on a source country, five ways to serve a target country.
+"""Adaptation benchmark: a backbone trained on a source domain, six ways to serve a target domain
+from a small labelled target sample (issue 16; docs/multitask.md).
 
-    python -m recbole_mm.bench.adaptation --backbones=MMoE,PLE --source=AE_SRC --target=AE_TGT
+    python -m recbole_mm.bench.adaptation --data=census_income --src=../shared/datasets/census_income \\
+        --shifts=sex,citizenship,year --shares=0.01,0.1 --backbones=SharedBottom,MMoE,PLE --seeds=5
 
-For every backbone: train on the source; then on the target test split report per-task AUC of
-(1) the source model applied as is, (2) target-only training on the stratified sample,
-(3) fine-tuning the source model on the sample, (4) TAA, (5) DAA. Finished runs are kept in
-``<out>/<backbone>-<setting>.json`` and skipped when the command is run again. Writes
-``<out>/adaptation.md`` and ``adaptation.csv``.
+For every shift (source -> target data set) and backbone: one source model (``--source_seed``),
+and one model trained on the full target training split (the time TAA's speed claim compares
+with, and the AUC a full target set gives). Then for every target sample share and seed (the seed
+draws the sample, initialises and orders the run):
+
+- ``source as is``: the source model applied to the target test split (no seed: one row);
+- ``target only``: the backbone trained from scratch on the sample;
+- ``fine-tune``: the source model trained further on the sample (task loss every batch);
+- ``public-code equivalent``: what the released TAA/DAA code effectively runs (its critics'
+  LogSoftmax over one unit is identically 0): fine-tuning on the sample at every fifth batch
+  (TAA with ``adv_weight: 0``);
+- ``TAA``, ``DAA``: the adversarial adaptations with their defaults.
+
+Every sample run selects its model on a stratified target validation sample as large as its
+training sample, by the mean AUC of the tasks. Each run is kept as ``<out>/<key>.json`` and
+skipped when the command runs again (an interrupted run resumes from its last state).
+``--report_only`` rewrites the tables from the kept runs. Writes ``<out>/adaptation.md``,
+``adaptation_runs.csv`` (one row per run), ``adaptation_summary.csv`` and ``adaptation_auc.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
-from typing import Dict, List
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
 
-from recbole_mm.bench.runs import cached_run
-from recbole_mm.fileio import write_csv_atomic, write_text_atomic
+import numpy as np
+
+from recbole_mm.bench.runs import cached_run, parse_entry, parse_overrides
+from recbole_mm.fileio import write_csv_atomic, write_figure_atomic, write_text_atomic
 from recbole_mm.utils import quiet_known_warnings
 
-SETTINGS = ("source model as is", "target only (sample)", "fine-tune (sample)", "TAA", "DAA")
+SETTINGS = OrderedDict([
+    ("as_is", "source model as is"),
+    ("target_only", "target only"),
+    ("fine_tune", "fine-tune"),
+    ("public_code", "public-code equivalent"),
+    ("TAA", "TAA"),
+    ("DAA", "DAA"),
+])
+FULL_TARGET = "full target (reference)"
+METRICS = ("ctr_auc", "ctcvr_auc", "mean_auc", "ctr_logloss", "ctcvr_logloss")
+CENSUS_SHIFTS = ("sex", "citizenship", "year")
 
 
-def adaptation_table(backbones: List[str], source: str, target: str, shared: dict, out: str,
-                     sample_ratio: float, adapt_epochs: int) -> List[Dict]:
-    rows = []
-    for backbone in backbones:
-        base = dict(shared)
-        src = cached_run(out, f"{backbone}-source-training", backbone, source, base)
-        ckpt = src["checkpoint"]
+def shift_datasets(data: str, shift: str) -> Tuple[str, str]:
+    """(source, target) data set names of a shift: ``census_<shift>_src`` / ``_tgt`` for
+    census_income, ``<source>:<target>`` as given otherwise (``AE_SRC:AE_TGT``)."""
+    if data == "census_income":
+        return f"census_{shift}_src", f"census_{shift}_tgt"
+    if ":" not in shift:
+        raise ValueError(f"--shifts: {shift!r} is no source:target pair of data set names (or use --data=census_income)")
+    source, target = shift.split(":", 1)
+    return source, target
+
+
+def setting_key(entry: str) -> str:
+    """A setting's part of a run's file name (``TAA:adv_weight=0.1`` -> ``TAA+adv_weight-0.1``)."""
+    return entry.replace(":", "+").replace("=", "-")
+
+
+def setting_label(key: str) -> str:
+    name, *pairs = key.split("+")
+    return SETTINGS.get(name, name) + (f" ({', '.join(p.replace('-', '=', 1) for p in pairs)})" if pairs else "")
+
+
+def shift_key(shift: str) -> str:
+    """A shift's part of a run's file name (``AE_SRC:AE_TGT`` -> ``AE_SRC_to_AE_TGT``)."""
+    return shift.replace(":", "_to_")
+
+
+def ensure_census(data_path: str, src: Optional[str], shifts: List[str]) -> None:
+    """Convert the census_income splits that ``data_path`` lacks (recbole_mm.preprocess.tabular)."""
+    missing = [s for s in shifts if not os.path.isdir(os.path.join(data_path, f"census_{s}_tgt"))]
+    if not missing:
+        return
+    if not src:
+        raise SystemExit(f"error: {data_path} holds no census_{missing[0]}_tgt: give --src (the folder of "
+                         f"census-income.test.gz) to convert it")
+    from recbole_mm.preprocess.tabular import census_spec, convert_tabular
+
+    for shift in missing:
+        convert_tabular(census_spec(src, shift), data_path)
+
+
+def fit_seconds(result: dict) -> float:
+    """Training plus validation time of a run (what adapting costs; data loading left out)."""
+    return float(sum(result.get("train_epoch_seconds") or []) + sum(result.get("eval_seconds") or []))
+
+
+class Plan:
+    """The runs of the benchmark and their configurations."""
+
+    def __init__(self, args, shared: dict):
+        self.args, self.shared = args, shared
+        self.seeds = [args.first_seed + i for i in range(args.seeds)]
+
+    def source_key(self, shift: str, backbone: str) -> str:
+        return f"{shift_key(shift)}__{backbone}__source"
+
+    def sample_config(self, share: float, seed: int) -> dict:
+        return {**self.shared, "train_sample_ratio": share, "seed": seed, "valid_sample": "same_as_train",
+                "train_batch_size": self.args.batch_size, "epochs": self.args.adapt_epochs,
+                "stopping_step": self.args.stopping_step}
+
+    def setting_run(self, entry: str, backbone: str, source: str, checkpoint: str, share: float, seed: int):
+        """(model, config) of one sample run; ``entry`` a setting, optionally with config overrides
+        of its own (``TAA:adversarial_loss=domain_classifier``)."""
+        setting, overrides = parse_entry(entry)
+        base = self.sample_config(share, seed)
+        tuned = {"learning_rate": self.args.adapt_learning_rate, "weight_decay": self.args.adapt_weight_decay}
+        adapter = {**base, "backbone": backbone, "source_checkpoint": checkpoint, "source_dataset": source}
         runs = {
-            SETTINGS[0]: (backbone, {**base, "init_checkpoint": ckpt, "epochs": 0}),
-            SETTINGS[1]: (backbone, {**base, "train_sample_ratio": sample_ratio}),
-            SETTINGS[2]: (backbone, {**base, "train_sample_ratio": sample_ratio, "init_checkpoint": ckpt}),
-            SETTINGS[3]: ("TAA", {**base, "backbone": backbone, "source_checkpoint": ckpt, "source_dataset": source,
-                                  "train_sample_ratio": sample_ratio, "epochs": adapt_epochs}),
-            SETTINGS[4]: ("DAA", {**base, "backbone": backbone, "source_checkpoint": ckpt, "source_dataset": source,
-                                  "train_sample_ratio": sample_ratio, "epochs": adapt_epochs}),
+            "target_only": (backbone, base),
+            "fine_tune": (backbone, {**base, **tuned, "init_checkpoint": checkpoint}),
+            "public_code": ("TAA", {**adapter, "adv_weight": 0.0}),
+            "TAA": ("TAA", adapter),
+            "DAA": ("DAA", adapter),
         }
-        for i, (setting, (model, config)) in enumerate(runs.items()):
-            result = cached_run(out, f"{backbone}-{i}", model, target, config)
-            test = result["test_result"]
-            rows.append({"backbone": backbone, "setting": setting, **{k: test[k] for k in
-                         ("ctr_auc", "ctcvr_auc", "ctr_logloss", "ctcvr_logloss")},
-                         "epochs": result["epochs_trained"]})
-            print(f"{backbone} | {setting}: {test}", flush=True)
+        model, config = runs[setting]
+        return model, {**config, **overrides}
+
+    def run_all(self) -> None:
+        args = self.args
+        for backbone in args.backbones:  # a backbone's table over every shift first
+            for shift in args.shifts:
+                source, target = shift_datasets(args.data, shift)
+                src = cached_run(args.out, self.source_key(shift, backbone), backbone, source,
+                                 {**self.shared, "seed": args.source_seed})
+                if "error" in src:
+                    continue
+                checkpoint = src["checkpoint"]
+                cached_run(args.out, f"{shift_key(shift)}__{backbone}__as_is", backbone, target,
+                           {**self.shared, "init_checkpoint": checkpoint, "epochs": 0})
+                if args.full_target:
+                    cached_run(args.out, f"{shift_key(shift)}__{backbone}__full_target", backbone, target,
+                               {**self.shared, "seed": args.source_seed})
+                for share in args.shares:
+                    for seed in self.seeds:
+                        for setting in args.settings:
+                            if setting == "as_is":
+                                continue
+                            model, config = self.setting_run(setting, backbone, source, checkpoint, share, seed)
+                            cached_run(args.out, f"{shift_key(shift)}__{backbone}__{share:g}__{setting_key(setting)}__seed{seed}", model,
+                                       target, config)
+
+
+# ----- the tables -------------------------------------------------------------------------------
+def load_results(out: str) -> Dict[str, dict]:
+    results = {}
+    for path in glob.glob(os.path.join(out, "*.json")):
+        with open(path, encoding="utf-8") as f:
+            results[os.path.splitext(os.path.basename(path))[0]] = json.load(f)
+    return results
+
+
+def run_rows(results: Dict[str, dict]) -> List[dict]:
+    """One row per kept run: shift, backbone, share, setting, seed, test metrics, epochs, seconds."""
+    rows = []
+    for key, result in sorted(results.items()):
+        parts = key.split("__")
+        test = result.get("test_result") or {}
+        row = {"shift": parts[0], "backbone": parts[1]}
+        if len(parts) == 3 and parts[2] in ("as_is", "full_target"):
+            row.update(share=1.0 if parts[2] == "full_target" else 0.0, setting=parts[2], seed="")
+        elif len(parts) == 5:
+            row.update(share=float(parts[2]), setting=parts[3], seed=int(parts[4].replace("seed", "")))
+        else:
+            continue  # the source models
+        row.update({m: test.get(m) for m in METRICS})
+        row.update(epochs=result.get("epochs_trained"), fit_seconds=round(fit_seconds(result), 2))
+        rows.append(row)
     return rows
 
 
-def write_table(rows: List[Dict], out: str, source: str, target: str, sample_ratio: float) -> str:
-    lines = [f"Source {source}, target {target}; target sample {sample_ratio:.0%} of the target training rows "
-             f"(stratified); target test split.", "",
-             "| backbone | setting | CTR AUC | CTCVR AUC | CTR LogLoss | CTCVR LogLoss | epochs |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['setting']} | {r['ctr_auc']:.4f} | {r['ctcvr_auc']:.4f} | "
-                     f"{r['ctr_logloss']:.4f} | {r['ctcvr_logloss']:.4f} | {r['epochs']} |")
-    table = "\n".join(lines)
+def mean_std(values: List[float]) -> Tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+
+
+def summary_rows(rows: List[dict]) -> List[dict]:
+    """Mean and sample std over seeds per (shift, backbone, share, setting); for TAA and DAA, the
+    per-seed paired gain in mean AUC over fine-tuning (same seed: same sample) in units of its std,
+    and the gain over the source model as is in units of the method's std."""
+    groups: Dict[tuple, List[dict]] = OrderedDict()
+    for row in rows:
+        if row["setting"] in ("as_is", "full_target"):
+            continue
+        groups.setdefault((row["shift"], row["backbone"], row["share"], row["setting"]), []).append(row)
+    as_is = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "as_is"}
+    full = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "full_target"}
+    out = []
+    order = list(SETTINGS)
+    for (shift, backbone, share, setting), group in sorted(
+            groups.items(), key=lambda item: (item[0][0], item[0][1], item[0][2],
+                                              order.index(item[0][3].split("+")[0]), item[0][3])):
+        summary = {"shift": shift, "backbone": backbone, "share": share, "setting": setting, "n": len(group)}
+        for metric in METRICS + ("fit_seconds", "epochs"):
+            summary[metric], summary[f"{metric}_std"] = mean_std([r[metric] for r in group])
+        source = as_is.get((shift, backbone))
+        fine_tune = {r["seed"]: r for r in groups.get((shift, backbone, share, "fine_tune"), [])}
+        if setting.split("+")[0] in ("TAA", "DAA"):
+            gains = [r["mean_auc"] - fine_tune[r["seed"]]["mean_auc"] for r in group if r["seed"] in fine_tune]
+            gain, gain_std = mean_std(gains)
+            summary["gain_vs_fine_tune"] = gain
+            summary["z_vs_fine_tune"] = gain / gain_std if gain_std else float("nan")
+            if source:
+                summary["gain_vs_as_is"] = summary["mean_auc"] - source["mean_auc"]
+                std = summary["mean_auc_std"]
+                summary["z_vs_as_is"] = summary["gain_vs_as_is"] / std if std else float("nan")
+        reference = full.get((shift, backbone))
+        if reference:
+            summary["full_target_fit_seconds"] = reference["fit_seconds"]
+        out.append(summary)
+    columns = list(OrderedDict((k, None) for row in out for k in row))
+    return [{c: row.get(c) for c in columns} for row in out]
+
+
+def _pm(mean: float, std: float) -> str:
+    return "–" if mean != mean else f"{mean:.4f} ± {std:.4f}"
+
+
+def _z(value) -> str:
+    return "" if value is None else ("–" if value != value else f"{value:+.1f}")
+
+
+def markdown(rows: List[dict], summary: List[dict], seeds: int) -> str:
+    as_is = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "as_is"}
+    full = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "full_target"}
+    lines = [f"Test split of the target; mean ± std over seeds ({seeds} per cell unless `n` says fewer). "
+             "`z FT`: TAA/DAA's per-seed gain in mean AUC over fine-tuning on the same sample, in units of "
+             "that gain's std; `z src`: gain over the source model as is, in units of the method's std. "
+             "`fit s`: training + validation seconds (the full-target row: training on all target rows).", ""]
+    keys = OrderedDict((s["shift"], None) for s in summary)
+    for shift in keys:
+        lines += [f"### shift {shift}", "",
+                  "| backbone | share | setting | n | CTR AUC | CTCVR AUC | mean AUC | CTR LogLoss | CTCVR LogLoss "
+                  "| epochs | fit s | z FT | z src |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        backbones = OrderedDict((s["backbone"], None) for s in summary if s["shift"] == shift)
+        for backbone in backbones:
+            for reference, label in ((as_is.get((shift, backbone)), SETTINGS["as_is"]),
+                                     (full.get((shift, backbone)), FULL_TARGET)):
+                if reference:
+                    lines.append(f"| {backbone} | {'–' if reference['setting'] == 'as_is' else '100%'} | {label} | 1 | "
+                                 + " | ".join(f"{reference[m]:.4f}" for m in METRICS)
+                                 + f" | {reference['epochs']} | {reference['fit_seconds']:.1f} | | |")
+            for s in (s for s in summary if s["shift"] == shift and s["backbone"] == backbone):
+                z_ft = s.get("z_vs_fine_tune")
+                z_src = s.get("z_vs_as_is")
+                lines.append(f"| {backbone} | {s['share']:.0%} | {setting_label(s['setting'])} | {s['n']} | "
+                             + " | ".join(_pm(s[m], s[f'{m}_std']) for m in METRICS)
+                             + f" | {s['epochs']:.1f} | {s['fit_seconds']:.1f} | "
+                             + f"{_z(z_ft)} | {_z(z_src)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: List[dict], summary: List[dict], path: str) -> Optional[str]:
+    """Mean AUC (± std) against the target sample share, one panel per shift and backbone."""
+    if not summary:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(OrderedDict(((s["shift"], s["backbone"]), None) for s in summary))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (shift, backbone) in zip(axes[0], panels):
+        for setting, label in SETTINGS.items():
+            points = sorted((s["share"], s["mean_auc"], s["mean_auc_std"]) for s in summary
+                            if (s["shift"], s["backbone"], s["setting"]) == (shift, backbone, setting))
+            if points:
+                x, y, e = zip(*points)
+                ax.errorbar(x, y, yerr=e, marker="o", markersize=3, capsize=2, label=label)
+        for r in rows:
+            if (r["shift"], r["backbone"]) == (shift, backbone) and r["setting"] in ("as_is", "full_target"):
+                style = ":" if r["setting"] == "as_is" else "--"
+                ax.axhline(r["mean_auc"], linestyle=style, color="grey", linewidth=1,
+                           label=SETTINGS["as_is"] if r["setting"] == "as_is" else FULL_TARGET)
+        ax.set_xscale("log")
+        ax.set_xlabel("target sample share")
+        ax.set_ylabel("test mean AUC")
+        ax.set_title(f"{shift} / {backbone}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    write_figure_atomic(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: str, seeds: int) -> str:
+    rows = run_rows(load_results(out))
+    summary = summary_rows(rows)
+    table = markdown(rows, summary, seeds)
     write_text_atomic(os.path.join(out, "adaptation.md"), table + "\n")
-    write_csv_atomic(os.path.join(out, "adaptation.csv"), rows)
+    write_csv_atomic(os.path.join(out, "adaptation_runs.csv"), rows)
+    if summary:
+        write_csv_atomic(os.path.join(out, "adaptation_summary.csv"), summary)
+        plot(rows, summary, os.path.join(out, "adaptation_auc.png"))
     return table
 
 
-def main(argv=None) -> List[Dict]:
+def main(argv=None) -> str:
     quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default="MMoE,PLE")
-    parser.add_argument("--source", default="AE_SRC")
-    parser.add_argument("--target", default="AE_TGT")
+    parser.add_argument("--data", default="census_income", help="census_income, or any: then --shifts are "
+                        "source:target data set names (e.g. AE_SRC:AE_TGT)")
+    parser.add_argument("--src", default=None, help="census_income's raw folder, converted into --data_path if needed")
     parser.add_argument("--data_path", default="dataset/")
-    parser.add_argument("--sample_ratio", type=float, default=0.01)
-    parser.add_argument("--adapt_epochs", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=30, help="upper bound for the other trainings")
+    parser.add_argument("--shifts", default=",".join(CENSUS_SHIFTS))
+    parser.add_argument("--shares", default="0.01,0.1", help="target sample shares")
+    parser.add_argument("--backbones", default="SharedBottom,MMoE,PLE")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first_seed", type=int, default=2020)
+    parser.add_argument("--source_seed", type=int, default=2020, help="seed of the source and full-target models")
+    parser.add_argument("--batch_size", type=int, default=64, help="training batch of the sample runs")
+    parser.add_argument("--adapt_epochs", type=int, default=50, help="upper bound for the sample runs")
+    parser.add_argument("--stopping_step", type=int, default=5)
+    parser.add_argument("--adapt_learning_rate", type=float, default=1e-4, help="fine-tuning (TAA/DAA's own default)")
+    parser.add_argument("--adapt_weight_decay", type=float, default=1e-3, help="fine-tuning (TAA/DAA's own default)")
+    parser.add_argument("--no_full_target", dest="full_target", action="store_false",
+                        help="skip the full-target reference training")
     parser.add_argument("--out", default="results/adaptation")
-    args = parser.parse_args(argv)
-    shared = {"data_path": args.data_path, "epochs": args.epochs, "state": "WARNING"}
+    parser.add_argument("--report_only", action="store_true", help="rewrite the tables from the kept runs")
+    args, extra = parser.parse_known_args(argv)
+    args.shifts = args.shifts.split(",")
+    args.shares = [float(s) for s in args.shares.split(",")]
+    args.backbones = args.backbones.split(",")
+    args.settings = args.settings.split(",")
+    unknown = [s for s in args.settings if s.split(":")[0] not in SETTINGS]
+    if unknown:
+        parser.error(f"--settings: unknown {unknown}; expected of {list(SETTINGS)}")
     os.makedirs(args.out, exist_ok=True)
-    rows = adaptation_table(args.backbones.split(","), args.source, args.target, shared, args.out,
-                            args.sample_ratio, args.adapt_epochs)
-    print(write_table(rows, args.out, args.source, args.target, args.sample_ratio))
-    return rows
+    if not args.report_only:
+        if args.data == "census_income":
+            ensure_census(args.data_path, args.src, args.shifts)
+        shared = {"data_path": args.data_path, "state": "WARNING", "show_progress": False, **parse_overrides(extra)}
+        Plan(args, shared).run_all()
+    table = write_report(args.out, args.seeds)
+    print(table)
+    return table
 
 
 if __name__ == "__main__":
