@@ -56,3 +56,36 @@ def test_compare_writes_table_and_resumes(tiny_data_path, tmp_path, capsys):
     again = compare.main(args)  # resumes: nothing is trained twice
     assert "ANT: done before, skipped" in capsys.readouterr().out
     assert again[0]["test_result"] == rows[0]["test_result"]
+
+
+def test_adaptation_benchmark_writes_tables_and_resumes(tmp_path, capsys):
+    """Two synthetic countries, one backbone, two seeds: the tables hold mean +- std per setting and
+    the paired gain over fine-tuning; a second call runs nothing again."""
+    from recbole_mm.bench import adaptation
+    from recbole_mm.data.aliexpress import convert_csv
+    from recbole_mm.data.synthetic_countries import CountrySpec, write_country_csvs
+
+    for spec in (CountrySpec("SRC", seed=5, n_train=1500, n_test=400),
+                 CountrySpec("TGT", seed=6, n_train=2000, n_test=600, shift=1.0, ctr_bias=-1.0)):
+        csvs = write_country_csvs(spec, str(tmp_path / spec.name))
+        convert_csv(csvs["train"], csvs["test"], str(tmp_path / spec.name), spec.name)
+    out = tmp_path / "adapt"
+    args = ["--data=own", "--shifts=SRC:TGT", "--backbones=SharedBottom", "--shares=0.1", "--seeds=2",
+            "--settings=as_is,fine_tune,TAA", "--no_full_target", "--adapt_epochs=2", f"--data_path={tmp_path}",
+            f"--out={out}", "--epochs=1", "--embedding_size=4", "--bottom_dims=[16]", "--tower_dims=[8]"]
+    table = adaptation.main(args)
+    runs = adaptation.run_rows(adaptation.load_results(str(out)))
+    summary = {r["setting"]: r for r in adaptation.summary_rows(runs)}
+    assert set(summary) == {"fine_tune", "TAA"} and summary["TAA"]["n"] == 2
+    for setting, row in summary.items():
+        values = [r["ctr_auc"] for r in runs if r["setting"] == setting]
+        assert len(values) == 2 and all(0 < v <= 1 for v in values)
+        assert abs(row["ctr_auc"] - sum(values) / 2) < 1e-9 and abs(row["ctr_auc_std"] - abs(values[0] - values[1]) / 2 ** 0.5) < 1e-9
+    taa, fine_tune = summary["TAA"], summary["fine_tune"]
+    assert abs(taa["gain_vs_fine_tune"] - (taa["mean_auc"] - fine_tune["mean_auc"])) < 1e-9
+    assert "| SharedBottom | – | source model as is | 1 |" in table and "| SharedBottom | 10% | TAA | 2 |" in table
+    for name in ("adaptation.md", "adaptation_runs.csv", "adaptation_summary.csv", "adaptation_auc.png"):
+        assert (out / name).stat().st_size > 0
+    capsys.readouterr()
+    adaptation.main(args)
+    assert "running" not in capsys.readouterr().out  # every run kept: nothing trained again
