@@ -46,12 +46,31 @@ def in_batch_layout(inputs: torch.Tensor, targets: torch.Tensor) -> InBatch:
     return InBatch(rows, positions, labels, candidates, history_mask)
 
 
+def log_inclusion_probability(log_prior: torch.Tensor, n_draws: int) -> torch.Tensor:
+    """``log(1 - (1 - p)^n)``: the log probability that an item of popularity ``p`` (given as
+    ``log p``) is among the *distinct* items of ``n`` independent popularity draws. Computed as
+    ``log(-expm1(n * log1p(-p)))`` in float64 (exact for rare items, where it is about
+    ``log n + log p``, and for items with ``p`` near 1, where it goes to 0)."""
+    p = log_prior.double().exp()
+    return torch.log(-torch.expm1(n_draws * torch.log1p(-p))).to(log_prior.dtype)
+
+
 def in_batch_logits(user: torch.Tensor, candidate_emb: torch.Tensor, layout: InBatch,
-                    log_prior: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N, d) users x (C, d) candidates -> (N, C) logits ``u . v - log p(v)``, history items -inf."""
+                    log_prior: Optional[torch.Tensor] = None, distinct_candidates: bool = False) -> torch.Tensor:
+    """(N, d) users x (C, d) candidates -> (N, C) logits minus the log sampling probability of
+    each candidate (logQ correction, Yi et al., RecSys 2019), history items -inf.
+
+    ``distinct_candidates=False``: ``u . v - log p(v)``, right when every draw is its own
+    column (duplicates kept). ``True``: ``u . v - log(1 - (1 - p(v))^N)`` with ``N`` the
+    number of loss positions (target draws), the probability that ``v`` is in the set of
+    distinct candidates :func:`in_batch_layout` builds (see :func:`log_inclusion_probability`).
+    """
     logits = user @ candidate_emb.t()
     if log_prior is not None:
-        logits = logits - log_prior[layout.candidates].view(1, -1)
+        prior = log_prior[layout.candidates]
+        if distinct_candidates:
+            prior = log_inclusion_probability(prior, len(layout.labels))
+        logits = logits - prior.view(1, -1)
     return logits.masked_fill(layout.history_mask, float("-inf"))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -12,7 +12,7 @@ from recbole_mm.checkpoint import check_checkpoint_fits
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
 from recbole_mm.model.encoders import TokenTransformer, build_token_source, key_mask, masked_mean
 from recbole_mm.model.losses import (
-    corrupt_sequence, in_batch_ce, in_batch_layout, in_batch_logits, multi_positive_info_nce, nicl_masks,
+    InBatch, corrupt_sequence, in_batch_ce, in_batch_layout, in_batch_logits, multi_positive_info_nce, nicl_masks,
     symmetric_info_nce,
 )
 from recbole_mm.model.layers import CausalTransformer, masked_positions
@@ -29,13 +29,22 @@ class PMMRec(MMSequentialRecommender, Transferable):
     Recommender Systems"). No item IDs: an item is the masked mean of one post-LN "merged
     attention" layer over its projected text and image tokens (or one modality alone,
     ``item_tower``); a SASRec-style user encoder; dot-product scores trained with an in-batch
-    softmax (minus log popularity, the user's other items masked), plus NICL, NID and RCL.
+    softmax (logQ-corrected for popularity, the user's other items masked), plus NICL, NID and
+    RCL; AdamW with weight decay on the recommender and its own learning rate for end-to-end
+    encoder blocks (:meth:`optimizer_param_groups`), as the reference.
+
+    Popularity correction: the candidates are the *distinct* target items of the batch, so the
+    logit of candidate ``v`` is lowered by ``log(1 - (1 - p_v)^N)`` — the probability that ``v``
+    is among the distinct items of the batch's ``N`` target draws (``p_v``: training popularity)
+    — not by ``log p_v``, which is right only when every draw is its own column (the reference:
+    every item slot of the batch a column, duplicates kept) and over-corrects popular items of a
+    distinct set (for rare items both differ by the constant ``log N``).
 
     Differences from the paper: NICL/NID/RCL are designed from the paper's text (the public
     code has none; docs/models/PMMRec.md gives the exact definitions); feature mode treats a
     pooled vector as a single token; a missing image is a masked token; in-batch candidates are
-    the batch's distinct target items; hidden size 256 and max length 50 by default (paper: 768,
-    20); ``similarity: cosine`` is an optional extra.
+    the batch's distinct target items (with the correction above); hidden size 256 and max
+    length 50 by default (paper: 768, 20); ``similarity: cosine`` is an optional extra.
     """
 
     def __init__(self, config, dataset):
@@ -127,9 +136,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
             return torch.searchsorted(ids, x)
 
         output = self.user_encoder(inputs, fused[local(inputs)])
-        layout = in_batch_layout(inputs, targets)
-        users, candidates = self.scoring_vectors(output[layout.rows, layout.positions], fused[local(layout.candidates)])
-        logits = in_batch_logits(users, candidates, layout, self.log_prior)
+        logits, layout = self.next_item_logits(output, inputs, targets, lambda items: fused[local(items)])
         loss = next_item_loss = in_batch_ce(logits, layout)
         if self.nicl_weight > 0:
             loss = loss + self.nicl_weight * self.nicl_loss(inputs, targets, ids, per_modality)
@@ -147,6 +154,19 @@ class PMMRec(MMSequentialRecommender, Transferable):
                 loss = loss + self.rcl_weight * symmetric_info_nce(  # rows of one user are no negatives
                     clean_user, noised_user, self.rcl_temperature, groups=users_of_rows)
         return (loss, next_item_loss) if return_parts else loss
+
+    def next_item_logits(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
+                         item_vectors: Callable[[torch.Tensor], torch.Tensor]) -> Tuple[torch.Tensor, InBatch]:
+        """The in-batch training logits (loss positions x distinct target items) and their layout.
+
+        ``output``: the user encoder's states on ``inputs``; ``item_vectors``: item ids -> fused
+        item vectors. With ``popularity_correction`` each candidate column is lowered by
+        ``log(1 - (1 - p)^N)``, the log probability that the item is among the distinct targets
+        of the batch's ``N`` loss positions (``p``: training popularity), history items -inf.
+        """
+        layout = in_batch_layout(inputs, targets)
+        users, candidates = self.scoring_vectors(output[layout.rows, layout.positions], item_vectors(layout.candidates))
+        return in_batch_logits(users, candidates, layout, self.log_prior, distinct_candidates=True), layout
 
     def nicl_loss(self, inputs: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
                   per_modality: Dict[str, torch.Tensor]) -> torch.Tensor:
