@@ -12,6 +12,8 @@
 - :class:`StockWholeSequenceMixin`: with ``stock_whole_sequence: True`` a stock causal model's
   training loss is computed on whole-sequence batches at every position
   (:mod:`recbole_mm.model.stock_whole_sequence`), not by its ``calculate_loss``.
+- :class:`ModelParamGroupsMixin`: a model with ``optimizer_param_groups(config)`` gets its own
+  parameter groups (learning rate and weight decay per group) in RecBole's optimiser.
 - :func:`with_plugin_mixins`: puts them in front of any RecBole trainer class.
 """
 
@@ -353,6 +355,19 @@ class RunRecordMixin:
         return score, result
 
 
+class ModelParamGroupsMixin:
+    """RecBole builds the optimiser (``learner``, ``learning_rate``, ``weight_decay``) over all of
+    ``model.parameters()``; a model that defines ``optimizer_param_groups(config) -> [dict]``
+    (PMMRec: recommender and encoder groups) gets those groups instead. A caller that passes
+    ``params`` itself (the adversarial trainer) is left alone."""
+
+    def _build_optimizer(self, **kwargs) -> torch.optim.Optimizer:
+        groups = getattr(self.model, "optimizer_param_groups", None)
+        if "params" not in kwargs and callable(groups):
+            kwargs["params"] = groups(self.config)
+        return super()._build_optimizer(**kwargs)
+
+
 class LearningRateDecayMixin:
     """``learning_rate_decay``: every parameter group's learning rate is multiplied by it after
     each training epoch (the learning rates live in the optimiser's state, so a resumed run
@@ -379,7 +394,7 @@ class StockWholeSequenceMixin:
 
 
 PLUGIN_MIXINS = (StockWholeSequenceMixin, CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin,
-                 SafeCheckpointMixin, HistoryMaskMixin)
+                 ModelParamGroupsMixin, SafeCheckpointMixin, HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:
@@ -390,6 +405,6 @@ def with_plugin_mixins(trainer_class: type) -> type:
     return type(trainer_class.__name__, PLUGIN_MIXINS + (trainer_class,), {})
 
 
-class MMTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, SafeCheckpointMixin,
-                HistoryMaskMixin, Trainer):
+class MMTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, ModelParamGroupsMixin,
+                SafeCheckpointMixin, HistoryMaskMixin, Trainer):
     """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""

@@ -188,6 +188,44 @@ class PMMRec(MMSequentialRecommender, Transferable):
         sim = both(masks.anchor_items) @ both(masks.candidate_items).t()
         return multi_positive_info_nce(sim, masks.positive, masks.negative, self.nicl_temperature)
 
+    # ----- optimiser (the plugin's trainer calls it: recbole_mm.trainer.trainer.ModelParamGroupsMixin) -----
+    def optimizer_param_groups(self, config) -> List[dict]:
+        """Parameter groups as the reference builds its AdamW (``learner: adamw``): the
+        recommender (projections, fusion layer, user encoder, NID head) at ``learning_rate`` with
+        ``weight_decay``; in end-to-end mode the trainable blocks of the text and of the image
+        encoder at ``encoder_learning_rate`` (~ = ``learning_rate``) with ``encoder_weight_decay``.
+        ``decay_bias_and_norm: False`` moves the recommender's biases and LayerNorm weights to a
+        group without weight decay (the reference decays them). Frozen parameters are left out.
+        Each group carries a ``name``: recommender, recommender_no_decay, text_encoder, image_encoder.
+        """
+        lr = _non_negative(config, "learning_rate")
+        decay = _non_negative(config, "weight_decay")
+        encoder_lr = lr if config["encoder_learning_rate"] is None else _non_negative(config, "encoder_learning_rate")
+        encoder_decay = _non_negative(config, "encoder_weight_decay")
+        decay_bias_and_norm = config["decay_bias_and_norm"]
+        if not isinstance(decay_bias_and_norm, bool):
+            raise ValueError(f"config key `decay_bias_and_norm` must be True or False, got {decay_bias_and_norm!r}")
+        no_decay = set()
+        if not decay_bias_and_norm:
+            for module_name, module in self.named_modules():
+                for param_name, _ in module.named_parameters(recurse=False):
+                    if param_name == "bias" or isinstance(module, nn.LayerNorm):
+                        no_decay.add(f"{module_name}.{param_name}" if module_name else param_name)
+        encoders = {"text_encoder": "item_tower.source.text_encoder.", "image_encoder": "item_tower.source.image_encoder."}
+        members: Dict[str, List[nn.Parameter]] = {name: [] for name in
+                                                  ("recommender", "recommender_no_decay", *encoders)}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            group = next((g for g, prefix in encoders.items() if name.startswith(prefix)), None)
+            if group is None:
+                group = "recommender_no_decay" if name in no_decay else "recommender"
+            members[group].append(param)
+        settings = {"recommender": (lr, decay), "recommender_no_decay": (lr, 0.0),
+                    "text_encoder": (encoder_lr, encoder_decay), "image_encoder": (encoder_lr, encoder_decay)}
+        return [{"name": g, "params": ps, "lr": settings[g][0], "weight_decay": settings[g][1]}
+                for g, ps in members.items() if ps]
+
     # ----- transfer (docs/transfer.md) -----------------------------------------------------------
     def pretrain_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         """``--stage=pretrain``: the training objective, reported as (next-item CE, NICL + NID + RCL)."""
@@ -250,3 +288,11 @@ class PMMRec(MMSequentialRecommender, Transferable):
         self.load_state_dict({k: state_dict[k] for k in expected}, strict=False)
         self._cached_item_table = None
         return sorted(expected)
+
+
+def _non_negative(config, key: str) -> float:
+    """``config[key]`` as a float >= 0, else one ValueError line naming the key."""
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"config key `{key}` must be a number >= 0, got {value!r}")
+    return float(value)
