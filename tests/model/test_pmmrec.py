@@ -1,6 +1,8 @@
-"""PMMRec: no ID parameters, NID labels, NICL relations, in-batch CE corrections, end-to-end
-gradients, partial loading for transfer, training through the runner."""
+"""PMMRec: no ID parameters, NID labels, NICL relations, in-batch CE corrections (logQ of the
+distinct candidates, by hand), the AdamW parameter groups, end-to-end gradients, partial loading
+for transfer, training through the runner."""
 
+import math
 import os
 
 import numpy as np
@@ -14,10 +16,10 @@ from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.encoders import build_token_source, transformer_blocks
 from recbole_mm.model.losses import (
-    corrupt_sequence, in_batch_layout, in_batch_logits, nicl_masks, symmetric_info_nce,
+    corrupt_sequence, in_batch_layout, in_batch_logits, log_inclusion_probability, nicl_masks, symmetric_info_nce,
 )
 from recbole_mm.runner import run
-from recbole_mm.utils import get_model
+from recbole_mm.utils import get_model, get_trainer
 from helpers.model import losses_on_one_batch
 
 SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
@@ -108,6 +110,73 @@ def test_popularity_correction_and_history_masking():
     torch.testing.assert_close(plain[keep], raw[keep])
     torch.testing.assert_close(corrected[keep], (raw - log_prior[1:].view(1, -1))[keep])
     assert torch.isfinite(corrected[torch.arange(4), layout.labels]).all()
+
+
+def test_popularity_correction_is_the_inclusion_probability_of_a_distinct_candidate(tiny_config):
+    """4 prefix rows whose targets are 2, 2, 3, 2: N = 4 draws, candidates {2, 3}; each column is
+    lowered by log(1 - (1 - p)^4), computed here by hand, not by log p."""
+    from recbole.data.interaction import Interaction
+
+    _, _, _, model = build(tiny_config(**SMALL, nicl_weight=0.0, nid_weight=0.0, rcl_weight=0.0))
+    model.eval()  # no dropout: the model's logits are reproducible by hand
+    p = torch.full((model.n_items,), 0.01)
+    p[0], p[2], p[3] = 1.0, 0.5, 0.05
+    model.log_prior = torch.log(p)
+    batch = Interaction({"item_id_list": torch.tensor([[1, 3, 0], [4, 0, 0], [5, 1, 0], [6, 4, 3]]),
+                         "item_length": torch.tensor([2, 1, 2, 3]), "item_id": torch.tensor([2, 2, 3, 2])})
+    inputs, targets = model.training_targets(batch)
+    with torch.no_grad():
+        table = model.item_table()  # fused vectors of every item
+        vectors = lambda items: table[items]  # noqa: E731
+        output = model.user_encoder(inputs, vectors(inputs))
+        logits, layout = model.next_item_logits(output, inputs, targets, vectors)
+        users = output[torch.arange(4), batch["item_length"] - 1]  # the last real position of each row
+        raw = users @ vectors(torch.tensor([2, 3])).t()
+        loss = model.calculate_loss(batch)
+    assert layout.candidates.tolist() == [2, 3] and layout.labels.tolist() == [0, 0, 1, 0]
+    log_q = torch.tensor([math.log(1 - (1 - 0.5) ** 4), math.log(1 - (1 - 0.05) ** 4)])  # -0.0645, -1.6847
+    expected = raw - log_q.view(1, -1)
+    hidden = torch.tensor([[False, True], [False, False], [False, False], [False, True]])  # 3 is in rows 0 and 3
+    expected[hidden] = float("-inf")
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(loss, F.cross_entropy(expected, torch.tensor([0, 0, 1, 0])))
+    # up to the constant log N, the former log p correction lowered item 2 by log(4 * 0.5 / 0.9375)
+    # = 0.76 more than the inclusion probability does, item 3 by only log(4 * 0.05 / 0.185) = 0.08:
+    # it over-corrected the popular item
+    log_p_logits = in_batch_logits(users, vectors(torch.tensor([2, 3])), layout, model.log_prior)
+    gap = (logits - log_p_logits)[1] + math.log(4)  # row 1 masks nothing
+    assert gap[0] > 0.6 and abs(gap[1]) < 0.1
+    # rare items: log q = log N + log p to first order; p near 1: log q -> 0 (float64 inside, no underflow)
+    q = log_inclusion_probability(torch.log(torch.tensor([1e-7, 0.5, 0.999999])), 2048)
+    torch.testing.assert_close(q, torch.tensor([math.log(-math.expm1(2048 * math.log1p(-1e-7))),
+                                                math.log(1 - 0.5 ** 2048), 0.0]), atol=1e-6, rtol=1e-5)
+    assert abs(q[0].item() - math.log(2048e-7)) < 1e-3
+
+
+def test_optimizer_is_adamw_with_the_reference_groups(tiny_config):
+    config, _, _, model = build(tiny_config(**SMALL))
+    optimizer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model).optimizer
+    assert isinstance(optimizer, torch.optim.AdamW)
+    (group,) = optimizer.param_groups  # feature mode: the recommender alone, every parameter decayed
+    assert group["name"] == "recommender" and group["lr"] == 0.001 and group["weight_decay"] == 0.1
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
+
+    config, _, _, model = build(tiny_config(**SMALL, decay_bias_and_norm=False))
+    groups = {g["name"]: g for g in get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model).optimizer.param_groups}
+    assert sorted(groups) == ["recommender", "recommender_no_decay"]
+    assert groups["recommender_no_decay"]["weight_decay"] == 0.0 and groups["recommender"]["weight_decay"] == 0.1
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for p in groups["recommender_no_decay"]["params"]}
+    decay = {names[id(p)] for p in groups["recommender"]["params"]}
+    assert {"nid_head.bias", "item_tower.projections.text.bias", "user_encoder.layer_norm.weight"} <= no_decay
+    assert {"nid_head.weight", "item_tower.projections.text.weight"} <= decay
+    assert all(n.endswith(".bias") or "LayerNorm" in n or "layer_norm" in n for n in no_decay)
+    assert not (no_decay & decay) and len(no_decay) + len(decay) == len(names)
+
+    for key in ("weight_decay", "encoder_learning_rate", "encoder_weight_decay"):  # wrong types: the config's check
+        config, _, _, model = build(tiny_config(**SMALL, **{key: -0.1}))
+        with pytest.raises(ValueError, match=f"config key `{key}` must be a number >= 0, got -0.1"):
+            model.optimizer_param_groups(config)
 
 
 def test_prefix_samples_put_the_target_at_the_last_position(tiny_config):
@@ -233,6 +302,27 @@ def test_end_to_end_step_trains_only_the_top_blocks(e2e_paths, tiny_config):
     with torch.no_grad():
         scores = model.full_sort_predict(next(iter(valid))[0])
     assert scores.shape[1] == model.n_items and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_end_to_end_optimizer_gives_the_encoder_blocks_their_own_learning_rate(e2e_paths, tiny_config):
+    config_dict = e2e_config_dict(e2e_paths, tiny_config)
+    config_dict.update(encoder_learning_rate=0.01, encoder_weight_decay=0.0)
+    config, _, _, model = build(config_dict, dataset="tinye2e")
+    optimizer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model).optimizer
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert sorted(groups) == ["image_encoder", "recommender", "text_encoder"]
+    source = model.item_tower.source
+    for name, encoder in (("text_encoder", source.text_encoder), ("image_encoder", source.image_encoder)):
+        top = {id(p) for block in list(transformer_blocks(encoder))[-2:] for p in block.parameters()}
+        assert {id(p) for p in groups[name]["params"]} == top  # the trainable blocks only, frozen ones left out
+        assert groups[name]["lr"] == 0.01 and groups[name]["weight_decay"] == 0.0
+    recommender = {id(p) for p in groups["recommender"]["params"]}
+    assert groups["recommender"]["lr"] == 0.001 and groups["recommender"]["weight_decay"] == 0.1
+    assert id(model.item_tower.projections["text"].weight) in recommender  # projections train with the recommender
+    assert id(model.user_encoder.layer_norm.weight) in recommender
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
 
 
 # ----- transfer -----------------------------------------------------------------------------
