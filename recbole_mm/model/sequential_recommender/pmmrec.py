@@ -211,7 +211,8 @@ class PMMRec(MMSequentialRecommender, Transferable):
                 for param_name, _ in module.named_parameters(recurse=False):
                     if param_name == "bias" or isinstance(module, nn.LayerNorm):
                         no_decay.add(f"{module_name}.{param_name}" if module_name else param_name)
-        encoders = {"text_encoder": "item_tower.source.text_encoder.", "image_encoder": "item_tower.source.image_encoder."}
+        encoders = {"text_encoder": "item_tower.source.text_encoder.",
+                    "image_encoder": "item_tower.source.image_encoder."}
         members: Dict[str, List[nn.Parameter]] = {name: [] for name in
                                                   ("recommender", "recommender_no_decay", *encoders)}
         for name, param in self.named_parameters():
