@@ -9,6 +9,9 @@
   sequence is removed from the full ranking (the ANT paper's protocol), vectorised.
 - :class:`RunRecordMixin`: the epoch history (loss, validation score) for the results and the
   training curve, and RecBole's TensorBoard events switched by ``log_tensorboard``.
+- :class:`BranchMetricsMixin`: with ``branch_metrics: True`` a model with
+  ``branch_full_sort_predict`` (ODMT) also gets each branch's metrics in full-ranking evaluation
+  (RecBole's Collector and Evaluator on each branch's scores), keys ``<metric>[<branch>]``.
 - :class:`StockWholeSequenceMixin`: with ``stock_whole_sequence: True`` a stock causal model's
   training loss is computed on whole-sequence batches at every position
   (:mod:`recbole_mm.model.stock_whole_sequence`), not by its ``calculate_loss``.
@@ -25,9 +28,11 @@ import sys
 import time
 from contextlib import contextmanager
 from functools import partial
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 from recbole.utils import get_tensorboard
 from torch.utils.tensorboard import SummaryWriter
@@ -256,6 +261,68 @@ class HistoryMaskMixin:
         return interaction, scores, positive_u, positive_i
 
 
+class _BranchEvaluator:
+    """Stands in for the trainer's RecBole ``Evaluator`` during one evaluation: the fused result,
+    then each branch's, evaluated by the same ``Evaluator`` on its own ``Collector``'s data."""
+
+    # what Collector.data_collect gathers from the training data once per fit (shared by the branches)
+    DATA_KEYS = ("data.num_items", "data.num_users", "data.count_items", "data.count_users")
+
+    def __init__(self, evaluator, source: Collector, branches: Dict[str, Collector]):
+        self.evaluator, self.source, self.branches = evaluator, source, branches
+
+    def __getattr__(self, name):
+        if name == "evaluator":  # not yet set (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.evaluator, name)
+
+    def evaluate(self, struct):
+        result = self.evaluator.evaluate(struct)
+        for branch, collector in self.branches.items():
+            for key in self.DATA_KEYS:
+                if key in self.source.data_struct:
+                    collector.data_struct.set(key, self.source.data_struct.get(key))
+            for metric, value in self.evaluator.evaluate(collector.get_data_struct()).items():
+                result[f"{metric}[{branch}]"] = value
+        return result
+
+
+class BranchMetricsMixin:
+    """``branch_metrics: True``: full-ranking evaluation of a model with
+    ``branch_full_sort_predict(interaction) -> {branch: (B, n_items) scores}`` also reports each
+    branch's metrics (the configured ``metrics`` and ``topk``), computed by RecBole's ``Collector``
+    and ``Evaluator`` on the branch's scores with the same masking as the fused scores (padding,
+    RecBole's history index, ``mask_history_items``). Keys: ``recall@10[text]`` etc.; the fused
+    keys and so ``valid_metric`` are unchanged. Distributed runs reduce them with the others."""
+
+    _branch_collectors: Optional[Dict[str, Collector]] = None
+
+    def _reports_branches(self, eval_data) -> bool:
+        return (bool(self.config["branch_metrics"]) and isinstance(eval_data, FullSortEvalDataLoader)
+                and callable(getattr(self.model, "branch_full_sort_predict", None)))
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data or not self._reports_branches(eval_data):
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        evaluator, self._branch_collectors = self.evaluator, {}
+        self.evaluator = _BranchEvaluator(evaluator, self.eval_collector, self._branch_collectors)
+        try:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            self.evaluator, self._branch_collectors = evaluator, None
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._branch_collectors is not None:
+            masked = torch.isneginf(scores)  # every item the fused ranking excludes
+            for branch, branch_scores in self.model.branch_full_sort_predict(interaction.to(self.device)).items():
+                branch_scores = branch_scores.view(-1, self.tot_item_num).masked_fill(masked, float("-inf"))
+                collector = self._branch_collectors.setdefault(branch, Collector(self.config))
+                collector.eval_batch_collect(branch_scores, interaction, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
+
+
 class CPUDistributedMixin:
     """RecBole wraps the model in ``DistributedDataParallel(device_ids=[local_rank])``, which
     torch refuses for a CPU model; on CPU the wrapper is built without device ids (gloo)."""
@@ -394,7 +461,7 @@ class StockWholeSequenceMixin:
 
 
 PLUGIN_MIXINS = (StockWholeSequenceMixin, CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin,
-                 ModelParamGroupsMixin, SafeCheckpointMixin, HistoryMaskMixin)
+                 ModelParamGroupsMixin, SafeCheckpointMixin, BranchMetricsMixin, HistoryMaskMixin)
 
 
 def with_plugin_mixins(trainer_class: type) -> type:
@@ -406,5 +473,5 @@ def with_plugin_mixins(trainer_class: type) -> type:
 
 
 class MMTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, LearningRateDecayMixin, ModelParamGroupsMixin,
-                SafeCheckpointMixin, HistoryMaskMixin, Trainer):
+                SafeCheckpointMixin, BranchMetricsMixin, HistoryMaskMixin, Trainer):
     """RecBole's Trainer with the plugin's mixins; the default trainer of the plugin's models."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recbole_mm.config import MMConfig
+from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.losses import distillation_kl, ramp_weight
 from recbole_mm.runner import run
@@ -104,8 +105,43 @@ def test_eval_scores_are_the_mean_of_the_branches_and_padding_is_zero(tiny_confi
     assert table[0].abs().sum() == 0 and model.id_embedding.weight[0].abs().sum() == 0
 
 
-def test_id_embedding_starts_from_the_features(tiny_config):
-    _, _, _, model = build(tiny_config(**SMALL, id_init="features"))
+@pytest.fixture(scope="module")
+def equal_size_data(tmp_path_factory):
+    """A tiny data set whose text and image features have the same size, as the public code's (768, 768)."""
+    root = tmp_path_factory.mktemp("equal_size")
+    write_dataset(SyntheticSpec(name="tiny", n_users=300, n_items=80, n_categories=6, text_dim=24, image_dim=24,
+                                seed=5), str(root))
+    return str(root)
+
+
+def test_id_embedding_starts_as_the_public_codes_mean_of_raw_features(tiny_config, equal_size_data):
+    """Public code (model.py, ``init == 1``): ``id_encoder.weight = (v_feat[:, 0] + t_feat[:, 0]) / 2``,
+    the ID token is ``id_proj(id_encoder(ids))``."""
+    config, train, _, model = build(tiny_config(**SMALL, data_path=equal_size_data, id_init="raw_mean"))
+    features, masks = model.load_modalities(config, train._dataset)  # the raw features, independent of the model
+    text, image, has_image = features["text"], features["image"], masks["image"].bool()
+    assert model.id_embedding.embedding_dim == text.size(1) == image.size(1) == 24
+    assert 0 < int(has_image[1:].sum()) < model.n_items - 1  # both cases occur
+    both = torch.nonzero(has_image[1:]).view(-1) + 1
+    text_only = torch.nonzero(~has_image[1:]).view(-1) + 1
+    weight = model.id_embedding.weight.detach()
+    torch.testing.assert_close(weight[both], (text[both] + image[both]) / 2)
+    torch.testing.assert_close(weight[text_only], text[text_only])  # no image: the text feature alone
+    assert weight[0].abs().sum() == 0  # padding row (public: the padding item's features)
+    with torch.no_grad():  # the ID token entering the IMT: the ID Linear layer over the mean
+        torch.testing.assert_close(model.id_tokens(both), model.id_projection((text[both] + image[both]) / 2))
+
+
+def test_raw_mean_pads_the_smaller_feature_and_projected_mean_is_kept(tiny_config):
+    config, train, _, model = build(tiny_config(**SMALL))  # default raw_mean; tiny text 64, image 32
+    assert config["id_init"] == "raw_mean" and model.id_projection is not None
+    features, masks = model.load_modalities(config, train._dataset)
+    k = int(torch.nonzero(masks["image"].bool()[1:])[0]) + 1
+    padded = torch.cat([features["image"][k], torch.zeros(64 - 32)])
+    torch.testing.assert_close(model.id_embedding.weight[k].detach(), (features["text"][k] + padded) / 2)
+
+    _, _, _, model = build(tiny_config(**SMALL, id_init="projected_mean"))  # the plugin's earlier variant
+    assert model.id_projection is None and model.id_embedding.embedding_dim == model.hidden_size
     with torch.no_grad():
         tokens = model.source(torch.tensor([5]))
         text = model.projections["text"](tokens["text"][0][:, 0])
@@ -113,6 +149,63 @@ def test_id_embedding_starts_from_the_features(tiny_config):
         has_image = bool(tokens["image"][1][0, 0])
         expected = (text + image) / 2 if has_image else text
     torch.testing.assert_close(model.id_embedding.weight[5:6], expected)
+    with pytest.raises(ValueError, match="id_init"):
+        build(tiny_config(**SMALL, id_init="mean"))
+
+
+def test_defaults_follow_the_public_code():
+    """IMT heads = merged_att_layers = 2, ReLU FFNs, LayerNorm eps 1e-6, dropout 0.1, FFN 4 x size."""
+    import os
+    import yaml
+
+    from recbole_mm.resources import properties_dir
+    with open(os.path.join(properties_dir(), "model", "ODMT.yaml")) as f:
+        defaults = yaml.safe_load(f)
+    assert defaults["imt_n_heads"] == defaults["imt_layers"] == defaults["n_heads"] == defaults["n_layers"] == 2
+    assert defaults["hidden_act"] == "relu" and defaults["layer_norm_eps"] == 1e-6
+    assert defaults["hidden_dropout_prob"] == defaults["attn_dropout_prob"] == 0.1
+    assert defaults["imt_inner_size"] == defaults["inner_size"] == 4 * defaults["hidden_size"]
+    assert defaults["id_init"] == "raw_mean" and defaults["branch_metrics"] is False
+
+
+def test_branch_metrics_report_each_branch_and_keep_the_fused_result(tiny_config):
+    from recbole_mm.trainer import MMTrainer
+
+    config, train, valid, model = build(tiny_config(**SMALL, branch_metrics=True))
+    trainer = MMTrainer(config, model)
+    trainer.eval_collector.data_collect(train)
+    trainer.fit(train, valid, verbose=False, saved=False)  # 2 epochs, branches differ
+    with_branches = trainer.evaluate(valid, load_best_model=False)
+    config["branch_metrics"] = False
+    fused_only = trainer.evaluate(valid, load_best_model=False)
+
+    metrics = [key for key in fused_only]
+    assert metrics and all("[" not in key for key in metrics)
+    assert {key: with_branches[key] for key in metrics} == dict(fused_only)  # the fused result is unchanged
+    assert "recall@10" in metrics and "ndcg@10" in metrics
+    for branch in ("id", "text", "image"):
+        for metric in metrics:
+            assert 0.0 <= with_branches[f"{metric}[{branch}]"] <= 1.0
+    assert len(with_branches) == 4 * len(metrics)
+    # a branch's result is what the trainer reports for a model scoring with that branch alone
+    original = model.full_sort_predict
+    for branch in ("id", "text", "image"):
+        model.full_sort_predict = lambda interaction, b=branch: model.branch_full_sort_predict(interaction)[b]
+        alone = trainer.evaluate(valid, load_best_model=False)
+        assert {key: with_branches[f"{key}[{branch}]"] for key in metrics} == dict(alone)
+    model.full_sort_predict = original
+    assert len({with_branches[f"recall@50[{b}]"] for b in ("id", "text", "image")}) > 1  # not one score thrice
+
+
+def test_branch_scores_average_to_the_fused_scores(tiny_config):
+    _, _, valid, model = build(tiny_config(**SMALL))
+    model.eval()
+    batch = next(iter(valid))[0]
+    with torch.no_grad():
+        branches = model.branch_full_sort_predict(batch)
+        fused = model.full_sort_predict(batch)
+    assert set(branches) == {"id", "text", "image"}
+    torch.testing.assert_close(sum(branches.values()) / 3, fused, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])

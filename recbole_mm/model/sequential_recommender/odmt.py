@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
@@ -41,12 +41,21 @@ class ODMT(MMSequentialRecommender):
     text token the text branch, the first image token the image branch, each through its own
     MLP head and its own sequence backbone (``backbone``: sasrec | gru4rec). Loss: the sum of
     the branches' in-batch CE plus ``w * [KL(text<-ID) + KL(image<-ID) + KL(ID<-ensemble)]`` with
-    the ramped weight ``w``; evaluation scores are the mean of the three branches' scores.
+    the ramped weight ``w``; evaluation scores are the mean of the three branches' scores
+    (:meth:`branch_full_sort_predict` gives each branch's, for ``branch_metrics``).
+
+    ID token: as the public code, an ID table in the raw feature space (``id_init: raw_mean``:
+    each row starts as the mean of the item's raw text and image features) through its own
+    Linear layer (``id_projection``); ``id_init: projected_mean`` is the plugin's earlier
+    variant (a ``hidden_size`` table starting as the mean of the projected features).
 
     Differences from the public code (docs/models/ODMT.md): the KD term is the KL divergence
     (soft CE minus the teacher's entropy, same student gradient, zero on agreement); the
-    padding row is zero; candidates are the batch's distinct target items.
+    padding row is zero; candidates are the batch's distinct target items; text and image
+    features of different sizes are zero-padded to the larger size for ``raw_mean``.
     """
+
+    ID_INITS = ("raw_mean", "projected_mean", "random")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -59,8 +68,18 @@ class ODMT(MMSequentialRecommender):
             raise ValueError(f"ODMT needs the text and image modalities; {missing} not in config key `modalities`")
         self.source = FeatureTokens({m: features[m] for m in ("text", "image")},
                                     {m: masks[m] for m in ("text", "image")})
-        self.id_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+        self.id_init = "projected_mean" if config["id_init"] == "features" else config["id_init"]  # old name
+        if self.id_init not in self.ID_INITS:
+            raise ValueError(f"config key `id_init` must be one of {self.ID_INITS}, got {config['id_init']!r}")
         self.projections = nn.ModuleDict({m: nn.Linear(self.source.dims[m], hidden) for m in ("text", "image")})
+        if self.id_init == "projected_mean":  # the ID table lives in the hidden space, no ID projection
+            self.id_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+            self.id_projection = None
+        else:  # the public code: the ID table lives in the raw feature space, then its own Linear layer
+            raw = max(self.source.dims["text"], self.source.dims["image"])
+            self.id_embedding = nn.Embedding(self.n_items, raw, padding_idx=0)
+            self.id_projection = nn.Linear(raw, hidden)
+        self.token_dropout = nn.Dropout(config["hidden_dropout_prob"])  # on the IMT input tokens, as the public IMT
         self.imt = TokenTransformer(hidden, config["imt_layers"], config["imt_n_heads"], config["imt_inner_size"],
                                     config["hidden_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
         self.heads = nn.ModuleDict({b: nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(),
@@ -82,26 +101,36 @@ class ODMT(MMSequentialRecommender):
         for name, module in self.named_children():
             if not (gru and name in ("backbones", "heads")):
                 module.apply(self.init_weights)
-        if config["id_init"] == "features":
-            self.init_id_from_features()
-        elif config["id_init"] != "random":
-            raise ValueError(f"config key `id_init` must be random or features, got {config['id_init']!r}")
+        if self.id_init != "random":
+            self.init_id_from_features(projected=self.id_init == "projected_mean")
         with torch.no_grad():
             self.id_embedding.weight[0].zero_()
 
     @torch.no_grad()
-    def init_id_from_features(self) -> None:
-        """ID embedding := mean of the item's projected text and image features (those it has)."""
-        ids = torch.arange(self.n_items)
+    def init_id_from_features(self, projected: bool = False) -> None:
+        """ID embedding := mean of the item's first text token and first image token (those it has).
+
+        ``projected=False`` (``raw_mean``, the public code's ``init 1``: ``(v_feat[:, 0] +
+        t_feat[:, 0]) / 2``): the raw features, the smaller one zero-padded to the larger size
+        (the public code has equal sizes); ``projected=True`` (``projected_mean``): each feature
+        through its initial projection first."""
+        ids = torch.arange(self.n_items, device=self.id_embedding.weight.device)
         tokens = self.source(ids)
-        total = torch.zeros(self.n_items, self.hidden_size)
-        count = torch.zeros(self.n_items, 1)
+        size = self.id_embedding.embedding_dim
+        total = torch.zeros(self.n_items, size, device=ids.device)
+        count = torch.zeros(self.n_items, 1, device=ids.device)
         for m in ("text", "image"):
             states, mask = tokens[m]
-            present = mask[:, 0].float().unsqueeze(-1)
-            total += self.projections[m](states[:, 0]) * present
+            first = self.projections[m](states[:, 0]) if projected else states[:, 0]
+            present = mask[:, 0].to(total.dtype).unsqueeze(-1)
+            total[:, : first.size(1)] += first * present
             count += present
         self.id_embedding.weight.copy_(total / count.clamp(min=1.0))
+
+    def id_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """(n,) ids -> (n, d) the ID token that enters the IMT (the public code: ``id_proj(id_encoder(ids))``)."""
+        embedded = self.id_embedding(item_ids)
+        return embedded if self.id_projection is None else self.id_projection(embedded)
 
     @property
     def epoch(self) -> int:
@@ -129,9 +158,9 @@ class ODMT(MMSequentialRecommender):
         tokens = self.source(item_ids)
         text, text_mask = tokens["text"]
         image, image_mask = tokens["image"]
-        states = torch.cat([self.id_embedding(item_ids).unsqueeze(1), self.projections["text"](text),
+        states = torch.cat([self.id_tokens(item_ids).unsqueeze(1), self.projections["text"](text),
                             self.projections["image"](image)], dim=1)
-        out = self.imt(states, self.attention_allowed([text_mask, image_mask]))
+        out = self.imt(self.token_dropout(states), self.attention_allowed([text_mask, image_mask]))
         picks = {"id": out[:, 0], "text": out[:, 1], "image": out[:, 1 + text.size(1)]}
         reps = torch.stack([self.heads[b](picks[b]) for b in BRANCHES], dim=1)
         return reps * (item_ids > 0).view(-1, 1, 1).to(reps.dtype)
@@ -148,6 +177,14 @@ class ODMT(MMSequentialRecommender):
     def score(self, seq_output: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Mean of the three branches' dot products (a dot product of the concatenations / 3)."""
         return seq_output @ table.transpose(-1, -2) / len(BRANCHES)
+
+    def branch_full_sort_predict(self, interaction) -> Dict[str, torch.Tensor]:
+        """{branch: (B, n_items) scores} of the ID, text and image branches; their mean is
+        :meth:`full_sort_predict` (the public evaluation reports each besides the fused one)."""
+        table = self._eval_table()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        d = self.hidden_size
+        return {b: seq_output[:, k * d:(k + 1) * d] @ table[:, k * d:(k + 1) * d].t() for k, b in enumerate(BRANCHES)}
 
     # ----- training ------------------------------------------------------------------------
     def branch_logits(self, interaction):
