@@ -198,7 +198,7 @@ class ODMT(MMSequentialRecommender):
         for k, b in enumerate(BRANCHES):
             output = self.backbones[b](inputs, seq_reps[..., k, :])
             logits[b] = in_batch_logits(output[layout.rows, layout.positions], cand_reps[:, k], layout,
-                                        self.log_prior)
+                                        self.log_prior, distinct_candidates=True)
         return logits, layout
 
     def distillation_loss(self, logits) -> torch.Tensor:
