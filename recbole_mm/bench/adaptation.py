@@ -1,7 +1,8 @@
 """Adaptation benchmark: a backbone trained on a source domain, six ways to serve a target domain
 from a small labelled target sample (issue 16; docs/multitask.md).
 
-    python -m recbole_mm.bench.adaptation --data=census_income --src=../shared/datasets/census_income \\
+    python -m recbole_mm.preprocess.tabular --preset census_income --src ../shared/datasets/census_income --out dataset
+    python -m recbole_mm.bench.adaptation --data=census_income --data_path=dataset \\
         --shifts=sex,citizenship,year --shares=0.01,0.1 --backbones=SharedBottom,MMoE,PLE --seeds=5
 
 For every shift (source -> target data set) and backbone: one source model (``--source_seed``),
@@ -78,18 +79,13 @@ def shift_key(shift: str) -> str:
     return shift.replace(":", "_to_")
 
 
-def ensure_census(data_path: str, src: Optional[str], shifts: List[str]) -> None:
-    """Convert the census_income splits that ``data_path`` lacks (recbole_mm.preprocess.tabular)."""
-    missing = [s for s in shifts if not os.path.isdir(os.path.join(data_path, f"census_{s}_tgt"))]
-    if not missing:
-        return
-    if not src:
-        raise SystemExit(f"error: {data_path} holds no census_{missing[0]}_tgt: give --src (the folder of "
-                         f"census-income.test.gz) to convert it")
-    from recbole_mm.preprocess.tabular import census_spec, convert_tabular
-
-    for shift in missing:
-        convert_tabular(census_spec(src, shift), data_path)
+def check_census(data_path: str, shifts: List[str]) -> None:
+    """Exit with the conversion command when ``data_path`` lacks a census split."""
+    for shift in shifts:
+        if not os.path.isdir(os.path.join(data_path, f"census_{shift}_tgt")):
+            raise SystemExit(f"error: {data_path} holds no census_{shift}_tgt; convert census_income first: "
+                             f"python -m recbole_mm.preprocess.tabular --preset census_income "
+                             f"--src ../shared/datasets/census_income --out {data_path}")
 
 
 def fit_seconds(result: dict) -> float:
@@ -318,7 +314,6 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="census_income", help="census_income, or any: then --shifts are "
                         "source:target data set names (e.g. AE_SRC:AE_TGT)")
-    parser.add_argument("--src", default=None, help="census_income's raw folder, converted into --data_path if needed")
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--shifts", default=",".join(CENSUS_SHIFTS))
     parser.add_argument("--shares", default="0.01,0.1", help="target sample shares")
@@ -347,7 +342,7 @@ def main(argv=None) -> str:
     os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
         if args.data == "census_income":
-            ensure_census(args.data_path, args.src, args.shifts)
+            check_census(args.data_path, args.shifts)
         shared = {"data_path": args.data_path, "state": "WARNING", "show_progress": False, **parse_overrides(extra)}
         Plan(args, shared).run_all()
     table = write_report(args.out, args.seeds)

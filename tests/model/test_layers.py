@@ -1,5 +1,6 @@
 """Shared layers: MoE gate behaviour, price encoding, missing-modality fusion, attention mask."""
 
+import pytest
 import torch
 
 from recbole_mm.model.layers import CausalTransformer, MoEAdaptor, MultiModalItemEncoder, SinusoidalScalarEncoder
@@ -85,3 +86,42 @@ def test_adaptor_output_is_gate_weighted_sum_of_experts():
         x = torch.randn(7, 6)
         expected = (adaptor.gate(x).unsqueeze(-1) * adaptor.experts(x)).sum(-2)
         torch.testing.assert_close(adaptor(x), expected)
+
+
+@pytest.mark.parametrize("missing_modality", ["zero", "adaptor"])
+def test_missing_modality_rows_skip_the_projection_with_the_same_result_and_gradients(missing_modality):
+    """The adaptor projects the present rows only; in eval mode the table and every adaptor
+    gradient equal those of running every row (and, with missing_modality zero, masking)."""
+    torch.manual_seed(0)
+    n = 12
+    features = {"text": torch.randn(n, 6), "image": torch.randn(n, 5)}
+    masks = {"text": torch.ones(n, dtype=torch.bool), "image": torch.rand(n) < 0.4}
+    masks["image"][0] = False  # the padding row
+    features["image"][~masks["image"]] = 0.0  # a missing row holds the zero feature (ItemFeatureTable)
+    encoder = MultiModalItemEncoder(features, masks, hidden_size=4, n_experts=3,
+                                    missing_modality=missing_modality).eval()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_()
+
+    def every_row_masked(ids=None):
+        out = {}
+        for m in encoder.modalities:
+            feat, mask = encoder.table.lookup(m, ids)
+            out[m] = encoder.adaptors[m](feat)
+            if missing_modality == "zero":
+                out[m] = out[m] * mask.unsqueeze(-1).float()
+        return out["text"] + out["image"] + encoder.fusion_beta * out["image"] * out["text"]
+
+    for ids in (None, torch.tensor([[3, 0, 5], [7, 7, 1]])):
+        fast = encoder(ids)
+        fast.pow(2).sum().backward()
+        grad = lambda p: torch.zeros_like(p) if p.grad is None else p.grad.clone()  # noqa: E731 (noise: unused in eval)
+        fast_grads = {k: grad(p) for k, p in encoder.named_parameters()}
+        encoder.zero_grad()
+        slow = every_row_masked(ids)
+        slow.pow(2).sum().backward()
+        assert torch.allclose(fast, slow, atol=1e-6)
+        assert all(torch.allclose(fast_grads[k], grad(p), atol=1e-5) for k, p in encoder.named_parameters())
+        assert fast_grads["adaptors.image.expert_weight"].abs().sum() > 0
+        encoder.zero_grad()
