@@ -281,7 +281,8 @@ def align_token_features(
         shown = ", ".join(repr(k) for k in unknown[:5])
         raise FeatureFileError(
             f"{source}: {len(unknown)} item id(s) are not in the data set (e.g. {shown}); "
-            f"feature keys must be the item tokens of the .inter files. Set `feature_unknown_items: ignore` to skip them")
+            f"feature keys must be the item tokens of the .inter files. "
+            f"Set `feature_unknown_items: ignore` to skip them")
     return ItemTokenFeature(modality, tokens, rows, aligned_counts, source)
 
 

@@ -23,15 +23,19 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from recbole_mm.data.features import PREPROCESS_OUTPUT_DIR
+from recbole_mm.data.lmdb_store import ImageStore, lmdb_content_sha256
 from recbole_mm.data.raw_items import read_item2index, read_text_file
-from recbole_mm.data.token_features import token_feature_writer, token_file_paths, token_stem, write_token_feature_file
+from recbole_mm.data.token_features import (token_feature_writer, token_file_paths, token_stem,
+                                            write_token_feature_file)
 from recbole_mm.fileio import atomic_output, progress_on_terminal, write_json_atomic
 from recbole_mm.preprocess.attributes import TEXT_FIELDS, select_text_fields
 from recbole_mm.preprocess.chunked import clear_work_dir
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, settings_sha256
+from recbole_mm.preprocess.image import load_vision_encoder
 from recbole_mm.preprocess.text import default_text_encoder_path, load_encoder
 
 TokenBlock = Tuple[np.ndarray, np.ndarray]  # float16 (n, T, d) left-aligned tokens, int32 (n,) counts
@@ -147,7 +151,8 @@ def build_text_token_features(text_file: str, item2index_file: str, stem: str, m
     rows = read_text_file(text_file)
     missing = [key for key, _ in rows if key not in item2index]
     if missing:
-        raise ValueError(f"{text_file}: {len(missing)} item keys lack an entry in {item2index_file} (e.g. {missing[:3]})")
+        raise ValueError(f"{text_file}: {len(missing)} item keys lack an entry in {item2index_file} "
+                         f"(e.g. {missing[:3]})")
     texts = [select_text_fields(text, text_fields) for _, text in rows]
     chunk_size = max(1, -(-chunk_size // batch_size)) * batch_size  # whole batches: a resumed run pads alike
     fingerprint = settings_sha256({
@@ -174,11 +179,6 @@ def build_image_token_features(lmdb_dir: str, stem: str, encoder_path: str, max_
                                show_progress: Optional[bool] = None) -> dict:
     """``<stem>`` token feature file of the first image of every item in the lmdb store
     (:mod:`recbole_mm.data.lmdb_store`): the vision encoder's last-layer CLS + patch tokens."""
-    from PIL import Image
-
-    from recbole_mm.data.lmdb_store import ImageStore, lmdb_content_sha256
-    from recbole_mm.preprocess.image import load_vision_encoder
-
     processor, model = load_vision_encoder(encoder_path, device)
     config = getattr(model.config, "vision_config", model.config)
     dim = int(config.hidden_size)
@@ -194,8 +194,10 @@ def build_image_token_features(lmdb_dir: str, stem: str, encoder_path: str, max_
         keys = [token for token, _ in store.counts()]
 
         def encode(start: int, end: int) -> TokenBlock:
-            blocks = [embed_image_tokens(processor, model, [decode(store.get(t, 0)) for t in keys[b:min(end, b + batch_size)]],
-                                         max_tokens, device) for b in range(start, end, batch_size)]
+            blocks = []
+            for b in range(start, end, batch_size):
+                images = [decode(store.get(token, 0)) for token in keys[b:min(end, b + batch_size)]]
+                blocks.append(embed_image_tokens(processor, model, images, max_tokens, device))
             return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
         write_tokens_in_chunks(stem, keys, encode, max_tokens, dim, fingerprint, chunk_size, work_dir,
@@ -231,7 +233,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max_tokens", type=int, default=32, help="text tokens kept per item (incl. [CLS], [SEP])")
     parser.add_argument("--text_encoder", default=None, help="local transformers model (default: offline MiniLM)")
     parser.add_argument("--image_encoder", default=None,
-                        help="local CLIP vision model: patch tokens of <D>.images.lmdb (else pooled <D>.clip_image.npz)")
+                        help="local CLIP vision model: patch tokens of <D>.images.lmdb "
+                             "(else the pooled <D>.clip_image.npz, one token per item)")
     parser.add_argument("--max_image_tokens", type=int, default=50, help="image tokens kept per item (CLS + patches)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
