@@ -256,3 +256,18 @@ def test_image_patch_tokens_of_a_clip_vision_encoder(tmp_path):
     np.testing.assert_allclose(mapped[:, :17].astype(np.float32), hidden.astype(np.float16).astype(np.float32),
                                rtol=2e-3, atol=2e-3)
     assert not mapped[:, 17:].any()
+
+
+def test_left_align_moves_valid_tokens_to_the_front_for_either_padding_side():
+    from recbole_mm.preprocess.token_features import left_align
+
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]])  # left-padded row, right-padded row
+    tokens, counts = left_align(hidden, mask, 2)
+    assert counts.tolist() == [2, 2] and tokens.dtype == np.float16
+    np.testing.assert_array_equal(tokens[0], hidden[0, 2:].numpy())
+    np.testing.assert_array_equal(tokens[1], hidden[1, :2].numpy())
+    tokens, counts = left_align(hidden, mask, 5)
+    assert counts.tolist() == [2, 3] and tokens.shape == (2, 5, 2)
+    np.testing.assert_array_equal(tokens[0, :2], hidden[0, 2:].numpy())
+    assert not tokens[0, 2:].any() and not tokens[1, 3:].any()
