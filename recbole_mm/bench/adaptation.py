@@ -185,6 +185,11 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
 
 
+def _ratio(gain: float, std: float, n: int) -> float:
+    """``gain / std``, or NaN with fewer than 3 seeds (a std of 2 values says little) or no spread."""
+    return gain / std if n >= 3 and std > 1e-12 else float("nan")
+
+
 def summary_rows(rows: List[dict]) -> List[dict]:
     """Mean and sample std over seeds per (shift, backbone, share, setting); for TAA and DAA, the
     per-seed paired gain in mean AUC over fine-tuning (same seed: same sample) in units of its std,
@@ -210,11 +215,11 @@ def summary_rows(rows: List[dict]) -> List[dict]:
             gains = [r["mean_auc"] - fine_tune[r["seed"]]["mean_auc"] for r in group if r["seed"] in fine_tune]
             gain, gain_std = mean_std(gains)
             summary["gain_vs_fine_tune"] = gain
-            summary["z_vs_fine_tune"] = gain / gain_std if gain_std else float("nan")
+            summary["z_vs_fine_tune"] = _ratio(gain, gain_std, len(gains))
             if source:
                 summary["gain_vs_as_is"] = summary["mean_auc"] - source["mean_auc"]
                 std = summary["mean_auc_std"]
-                summary["z_vs_as_is"] = summary["gain_vs_as_is"] / std if std else float("nan")
+                summary["z_vs_as_is"] = _ratio(summary["gain_vs_as_is"], std, len(group))
         reference = full.get((shift, backbone))
         if reference:
             summary["full_target_fit_seconds"] = reference["fit_seconds"]

@@ -83,6 +83,7 @@ def test_adaptation_benchmark_writes_tables_and_resumes(tmp_path, capsys):
         assert abs(row["ctr_auc"] - sum(values) / 2) < 1e-9 and abs(row["ctr_auc_std"] - abs(values[0] - values[1]) / 2 ** 0.5) < 1e-9
     taa, fine_tune = summary["TAA"], summary["fine_tune"]
     assert abs(taa["gain_vs_fine_tune"] - (taa["mean_auc"] - fine_tune["mean_auc"])) < 1e-9
+    assert taa["z_vs_fine_tune"] != taa["z_vs_fine_tune"]  # NaN: two seeds give no usable std
     assert "| SharedBottom | – | source model as is | 1 |" in table and "| SharedBottom | 10% | TAA | 2 |" in table
     for name in ("adaptation.md", "adaptation_runs.csv", "adaptation_summary.csv", "adaptation_auc.png"):
         assert (out / name).stat().st_size > 0
