@@ -128,13 +128,19 @@ def feature_token_source(config, dataset, features: Dict[str, torch.Tensor], mas
     ``dataset/<D>``), and raises a one-line :class:`FeatureFileError` naming the first missing
     file and the command that builds it; ``pooled`` reads the pooled vectors of the data set, one
     token each; ``auto`` (or unset) reads tokens when all of them exist, the pooled vectors
-    otherwise. The choice is logged.
+    otherwise (and always for a multi-domain data set, which has no token files). The choice is
+    logged.
     """
     choice = config["item_inputs"] or "auto"
     if choice not in ITEM_INPUTS:
         raise ValueError(f"config key `item_inputs` must be one of {ITEM_INPUTS}, got {choice!r}")
     name = config["model"]
-    if choice != "pooled":
+    if choice != "pooled" and not hasattr(dataset, "dataset_path"):  # multi-domain pre-training
+        if choice == "tokens":
+            raise ValueError(f"{name}: item_inputs: tokens reads one data set's token files; the multi-domain data "
+                             f"set {dataset.dataset_name} has pooled features only: set item_inputs: pooled")
+        getLogger().info(f"{name}: pooled item inputs (multi-domain data set {dataset.dataset_name})")
+    elif choice != "pooled":
         folders = feature_folders(config["feature_dir"], dataset.dataset_path, dataset.dataset_name)
         stems = {m: locate_token_stem(folders, dataset.dataset_name, m) for m in modalities}
         missing = [m for m in modalities if stems[m] is None]

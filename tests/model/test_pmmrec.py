@@ -541,3 +541,17 @@ def test_token_inputs_train_and_evaluate_in_chunks(tiny_config, token_dir):
         scores = model.full_sort_predict(next(iter(valid))[0])
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
     assert torch.isfinite(scores).all()
+
+
+def test_multi_domain_data_sets_read_pooled_inputs():
+    """Multi-domain pre-training has no token files: auto reads the pooled vectors, tokens is an error."""
+    from types import SimpleNamespace
+
+    from recbole_mm.model.encoders import feature_token_source
+
+    dataset = SimpleNamespace(dataset_name="a,b")  # no dataset_path, as MultiDomainDataset
+    features, masks = {"text": torch.randn(5, 4)}, {"text": torch.ones(5, dtype=torch.bool)}
+    source, inputs = feature_token_source({"item_inputs": None, "model": "PMMRec"}, dataset, features, masks, ["text"])
+    assert inputs == "pooled" and isinstance(source, FeatureTokens)
+    with pytest.raises(ValueError, match="item_inputs: pooled"):
+        feature_token_source({"item_inputs": "tokens", "model": "PMMRec"}, dataset, features, masks, ["text"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from logging import getLogger
 from typing import Callable, Dict, List, Tuple
 
 import torch
@@ -259,6 +260,10 @@ class PMMRec(MMSequentialRecommender, Transferable):
             raise ValueError(f"PMMRec adapts with adaptation=fine_tune and config key `pretrain_part`; "
                              f"{mode!r} is not defined for it")
         check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
+        saved_inputs = checkpoint.get("metadata", {}).get("item_inputs")
+        if saved_inputs and saved_inputs != self.item_inputs:  # same shapes, other inputs: allowed, but say so
+            getLogger().warning(f"PMMRec: the pre-trained checkpoint read {saved_inputs} item inputs, this run reads "
+                                f"{self.item_inputs} (config key `item_inputs`)")
         part = config["pretrain_part"] or "full"
         loaded = self.load_pretrained(checkpoint["state_dict"], part)
         if not self.auxiliary_when_adapting:  # the reference fine-tunes with the recommendation loss alone
