@@ -28,6 +28,7 @@ from recbole_mm.data.features import FeatureFileError
 from recbole_mm.fileio import atomic_output
 
 TOKEN_MODALITIES = ("text", "image")
+TOKEN_COMMAND = "python -m recbole_mm.preprocess.token_features"  # writes the files (docs/data.md)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -39,6 +40,16 @@ def token_stem(folder: str, dataset_name: str, modality: str) -> str:
 def token_file_paths(stem: str) -> Tuple[str, str, str]:
     """(tokens, counts, keys) paths of a token feature file."""
     return stem + ".npy", stem + ".counts.npy", stem + ".keys"
+
+
+def locate_token_stem(folders: Sequence[str], dataset_name: str, modality: str) -> Optional[str]:
+    """The stem of the first folder that holds all three files of ``<dataset>.<modality>_tokens``,
+    or None (the folders of :func:`recbole_mm.data.features.feature_folders`)."""
+    for folder in folders:
+        stem = token_stem(folder, dataset_name, modality)
+        if all(os.path.isfile(path) for path in token_file_paths(stem)):
+            return stem
+    return None
 
 
 def _check_keys(stem: str, keys: Sequence[str]) -> List[str]:

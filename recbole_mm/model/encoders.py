@@ -3,8 +3,11 @@
 A *token source* maps item ids to per-modality token states ``{modality: (states, mask)}``
 with ``states`` (n, T, d_m) and ``mask`` (n, T) bool:
 
-- :class:`FeatureTokens` (feature mode): the data set's pooled feature vectors, one token per
-  modality, masked where the item lacks the modality;
+- :class:`FeatureTokens` (feature mode, ``item_inputs: pooled``): the data set's pooled feature
+  vectors, one token per modality, masked where the item lacks the modality;
+- :class:`FileTokens` (feature mode, ``item_inputs: tokens``): the frozen token-level features of
+  ``<D>.text_tokens`` / ``<D>.image_tokens`` (:mod:`recbole_mm.data.token_features`), every
+  stored token per modality, masked past each item's count; :func:`feature_token_source` picks;
 - :class:`PretrainedEncoderTokens` (end-to-end mode): ``transformers`` text and vision encoders
   loaded from local folders run on each item's raw title and image; all but their top
   ``n_trainable_blocks`` blocks are frozen.
@@ -17,13 +20,18 @@ read by :mod:`recbole_mm.data.raw_items`).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from logging import getLogger
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 from recbole.model.layers import TransformerEncoder
 
+from recbole_mm.data.features import FeatureFileError, feature_folders
+from recbole_mm.data.token_features import (
+    TOKEN_COMMAND, ItemTokenFeature, load_token_features, locate_token_stem, token_file_paths, token_stem,
+)
 from recbole_mm.model.layers import ItemFeatureTable
 
 Tokens = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
@@ -87,6 +95,72 @@ class FeatureTokens(nn.Module):
             feat, mask = self.table.lookup(m, item_ids)
             out[m] = feat.unsqueeze(1), mask.unsqueeze(1)
         return out
+
+
+class FileTokens(nn.Module):
+    """Feature mode over token files: each modality's stored tokens (memory-mapped, gathered per
+    batch of item ids on the ids' device), ``mask`` False past an item's count and on every
+    token of an item without the modality."""
+
+    def __init__(self, items: Dict[str, ItemTokenFeature]):
+        super().__init__()
+        self.items = dict(items)
+        self.modalities = list(items)
+        self.dims = {m: feature.dim for m, feature in items.items()}
+
+    def present(self, modality: str) -> torch.Tensor:
+        """(n_items,) whether each item has ``modality``."""
+        return torch.from_numpy(self.items[modality].present.copy())
+
+    def forward(self, item_ids: torch.Tensor) -> Tokens:
+        return {m: self.items[m][item_ids] for m in self.modalities}
+
+
+ITEM_INPUTS = ("auto", "pooled", "tokens")
+
+
+def feature_token_source(config, dataset, features: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor],
+                         modalities: Sequence[str]) -> Tuple[nn.Module, str]:
+    """The feature-mode token source of ``modalities`` and the inputs it reads (pooled | tokens).
+
+    Config key ``item_inputs``: ``tokens`` reads ``<D>.<modality>_tokens`` for every modality,
+    looked for in the folders of the pooled files (``feature_dir``, the data set folder,
+    ``dataset/<D>``), and raises a one-line :class:`FeatureFileError` naming the first missing
+    file and the command that builds it; ``pooled`` reads the pooled vectors of the data set, one
+    token each; ``auto`` (or unset) reads tokens when all of them exist, the pooled vectors
+    otherwise (and always for a multi-domain data set, which has no token files). The choice is
+    logged.
+    """
+    choice = config["item_inputs"] or "auto"
+    if choice not in ITEM_INPUTS:
+        raise ValueError(f"config key `item_inputs` must be one of {ITEM_INPUTS}, got {choice!r}")
+    name = config["model"]
+    if choice != "pooled" and not hasattr(dataset, "dataset_path"):  # multi-domain pre-training
+        if choice == "tokens":
+            raise ValueError(f"{name}: item_inputs: tokens reads one data set's token files; the multi-domain data "
+                             f"set {dataset.dataset_name} has pooled features only: set item_inputs: pooled")
+        getLogger().info(f"{name}: pooled item inputs (multi-domain data set {dataset.dataset_name})")
+    elif choice != "pooled":
+        folders = feature_folders(config["feature_dir"], dataset.dataset_path, dataset.dataset_name)
+        stems = {m: locate_token_stem(folders, dataset.dataset_name, m) for m in modalities}
+        missing = [m for m in modalities if stems[m] is None]
+        if missing and choice == "tokens":
+            path = token_file_paths(token_stem(folders[0], dataset.dataset_name, missing[0]))[0]
+            raise FeatureFileError(
+                f"{name} with item_inputs: tokens needs {missing[0]} token features: {path} (+ .counts.npy, "
+                f".keys) not found in {', '.join(folders)}; build them with `{TOKEN_COMMAND} --src <data folder> "
+                f"--out {folders[0]}` (docs/data.md) or set item_inputs: pooled")
+        if not missing:
+            id2token = dataset.field2id_token[dataset.iid_field]
+            unknown = config["feature_unknown_items"] or "error"
+            items = {m: load_token_features(stems[m], m, id2token, unknown) for m in modalities}
+            getLogger().info(f"{name}: token-level item inputs " + ", ".join(
+                f"{m} {stems[m]}.npy (up to {f.max_tokens} x {f.dim}, {f.coverage:.1%} of items)"
+                for m, f in items.items()))
+            return FileTokens(items), "tokens"
+        getLogger().info(f"{name}: pooled item inputs, one token per modality (item_inputs: auto, no "
+                         f"{missing[0]} token file {token_stem(folders[0], dataset.dataset_name, missing[0])}.npy)")
+    return FeatureTokens({m: features[m] for m in modalities}, {m: masks[m] for m in modalities}), "pooled"
 
 
 # ----- end-to-end mode ------------------------------------------------------------------------
@@ -175,14 +249,15 @@ class PretrainedEncoderTokens(nn.Module):
         return out
 
 
-def build_token_source(config, dataset, features, masks) -> nn.Module:
-    """The token source named by ``encoder_mode`` (feature | end_to_end), text and image only."""
+def build_token_source(config, dataset, features, masks) -> Tuple[nn.Module, str]:
+    """The token source named by ``encoder_mode`` (feature | end_to_end), text and image only,
+    and the inputs it reads: pooled | tokens (feature mode, :func:`feature_token_source`) | raw."""
     mode = config["encoder_mode"] or "feature"
     if mode == "feature":
         keep = [m for m in ("text", "image") if m in features]
         if not keep:
             raise ValueError("feature mode needs the text and/or image modality (config key `modalities`)")
-        return FeatureTokens({m: features[m] for m in keep}, {m: masks[m] for m in keep})
+        return feature_token_source(config, dataset, features, masks, keep)
     if mode != "end_to_end":
         raise ValueError(f"config key `encoder_mode` must be feature or end_to_end, got {mode!r}")
     kwargs = {}
@@ -193,7 +268,7 @@ def build_token_source(config, dataset, features, masks) -> nn.Module:
         images, present = _raw_items(dataset, "item_images", "image_encoder_path")
         kwargs.update(image_path=config["image_encoder_path"], images=images, image_present=present)
     return PretrainedEncoderTokens(dataset.num(dataset.iid_field), max_text_length=config["text_max_length"],
-                                   n_trainable_blocks=config["n_trainable_blocks"], **kwargs)
+                                   n_trainable_blocks=config["n_trainable_blocks"], **kwargs), "raw"
 
 
 def _raw_items(dataset, attribute: str, key: str):

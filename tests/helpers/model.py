@@ -16,3 +16,35 @@ def losses_on_one_batch(model, batch, steps: int = 15, lr: float = 1e-3) -> List
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def write_token_files(data_path: str, name: str, folder: str, seed: int = 0, text_tokens: int = 6,
+                      image_tokens: int = 4, without_any: int = 1) -> dict:
+    """Tiny ``<name>.text_tokens`` / ``<name>.image_tokens`` files in ``folder`` built from the data
+    set's pooled features: text tokens = pooled vector + noise with 2..``text_tokens`` valid
+    tokens per item, image tokens (all valid) for the items with a pooled image; the first
+    ``without_any`` items without an image are left out of the text file too (no modality at all).
+    Returns {"text": (keys, counts), "image": (keys, counts), "none": [keys without any]}."""
+    import os
+
+    import numpy as np
+
+    from recbole_mm.data.features import read_feature_file
+    from recbole_mm.data.token_features import token_stem, write_token_feature_file
+
+    rng = np.random.default_rng(seed)
+    source = os.path.join(data_path, name)
+    image_keys, image = read_feature_file(os.path.join(source, f"{name}.image"), mmap=False)
+    text_keys, text = read_feature_file(os.path.join(source, f"{name}.text"), mmap=False)
+    none = [k for k in text_keys if k not in set(image_keys)][:without_any]
+    keep = [i for i, k in enumerate(text_keys) if k not in none]
+    text_keys = [text_keys[i] for i in keep]
+    text = np.asarray(text)[keep]
+    tokens = text[:, None, :] + 0.5 * rng.normal(size=(len(text_keys), text_tokens, text.shape[1]))
+    counts = rng.integers(2, text_tokens + 1, size=len(text_keys))
+    write_token_feature_file(token_stem(folder, name, "text"), text_keys, tokens.astype(np.float32), counts)
+    image = np.asarray(image)
+    patches = image[:, None, :] + 0.5 * rng.normal(size=(len(image_keys), image_tokens, image.shape[1]))
+    write_token_feature_file(token_stem(folder, name, "image"), image_keys, patches.astype(np.float32))
+    return {"text": (text_keys, counts), "image": (image_keys, np.full(len(image_keys), image_tokens)),
+            "none": none}

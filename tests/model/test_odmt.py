@@ -1,17 +1,22 @@
-"""ODMT: distillation term, ramp and epoch counter, ID-key blocking, evaluation scores, training."""
+"""ODMT: distillation term, ramp and epoch counter, ID-key blocking, evaluation scores, training;
+token-level item inputs (item_inputs: tokens | pooled | auto)."""
 
 import math
+
+import numpy as np
 
 import pytest
 import torch
 
 from recbole_mm.config import MMConfig
+from recbole_mm.data.features import FeatureFileError
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
 from recbole_mm.model.losses import distillation_kl, ramp_weight
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
-from helpers.model import losses_on_one_batch
+from recbole_mm.model.encoders import FeatureTokens, FileTokens
+from helpers.model import losses_on_one_batch, write_token_files
 
 SMALL = {"imt_n_heads": 2, "imt_inner_size": 32, "learning_rate": 0.001}
 
@@ -224,3 +229,103 @@ def test_gru4rec_backbone_loss_falls(tiny_config):
     assert losses[-1] < 0.9 * losses[0], losses
     for name in ("id", "text", "image"):
         assert model.backbones[name].gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+# ----- token-level item inputs (docs/models/ODMT.md) ---------------------------------------------
+@pytest.fixture
+def token_dir(tiny_data_path, tmp_path):
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    return str(folder), write_token_files(tiny_data_path, "tiny", str(folder))
+
+
+def _perturbed(feature, row, position, delta=3.0):
+    """A copy of the token array with one token of one file row moved (the map itself is read-only)."""
+    tokens = np.array(feature.tokens)
+    tokens[row, position] += np.float16(delta)
+    return tokens
+
+
+def test_token_inputs_reach_every_text_token_and_ignore_padding(tiny_config, token_dir):
+    folder, written = token_dir
+    config, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens"))
+    assert model.item_inputs == "tokens" and isinstance(model.source, FileTokens)
+    text = model.source.items["text"]
+    id2token = list(train._dataset.field2id_token["item_id"])
+    keys, counts = written["text"]
+    row = next(i for i, c in enumerate(counts) if c >= 3 and c < text.max_tokens)
+    item = id2token.index(keys[row])
+    assert text.counts[item] == counts[row] and text.rows[item] == row
+    model.eval()
+    ids = torch.tensor([0, item, 1, 2])
+    with torch.no_grad():
+        before = model.encode_items(ids)
+        original = text.tokens
+        text.tokens = _perturbed(text, row, 2)  # a valid, non-first text token
+        moved = model.encode_items(ids)
+        text.tokens = original
+        text.tokens = _perturbed(text, row, int(counts[row]), delta=1000.0)  # a padding position
+        padded = model.encode_items(ids)
+        text.tokens = original
+    assert not torch.allclose(before[1, 1], moved[1, 1])  # the text branch sees the token
+    torch.testing.assert_close(before, padded, rtol=0, atol=1e-6)  # padding is masked out
+    torch.testing.assert_close(before[2:], moved[2:])  # other items untouched
+    assert before[0].abs().sum() == 0
+
+
+def test_items_without_any_token_stay_finite_and_id_starts_from_first_tokens(tiny_config, token_dir):
+    folder, written = token_dir
+    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", id_init="raw_mean"))
+    id2token = list(train._dataset.field2id_token["item_id"])
+    lonely = id2token.index(written["none"][0])
+    assert model.source.items["text"].counts[lonely] == 0 and model.source.items["image"].counts[lonely] == 0
+    model.eval()
+    with torch.no_grad():
+        reps = model.encode_items(torch.tensor([lonely]))
+    assert torch.isfinite(reps).all()
+    # raw_mean from the first (CLS) tokens, as the public code's (v_feat[:, 0] + t_feat[:, 0]) / 2
+    item = next(i for i in range(1, model.n_items) if model.source.items["text"].counts[i] > 0
+                and model.source.items["image"].counts[i] > 0)
+    tokens = model.source(torch.tensor([item]))
+    text, image = tokens["text"][0][0, 0], tokens["image"][0][0, 0]
+    expected = text.clone()
+    expected[: image.numel()] += image
+    torch.testing.assert_close(model.id_embedding.weight[item], expected / 2)
+
+
+def test_item_inputs_pooled_and_auto(tiny_config, token_dir):
+    folder, _ = token_dir
+    _, _, _, pooled = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="pooled"))
+    assert pooled.item_inputs == "pooled" and isinstance(pooled.source, FeatureTokens)
+    _, _, _, auto = build(tiny_config(**SMALL, feature_dir=folder))
+    assert auto.item_inputs == "tokens"  # the reference's inputs when the files are there
+    _, _, _, fallback = build(tiny_config(**SMALL))
+    assert fallback.item_inputs == "pooled"
+    with pytest.raises(ValueError, match="item_inputs"):
+        build(tiny_config(**SMALL, item_inputs="patches"))
+
+
+def test_tokens_without_files_is_one_line_naming_the_file_and_command(tiny_config, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FeatureFileError) as err:
+        build(tiny_config(**SMALL, feature_dir=str(empty), item_inputs="tokens"))
+    message = str(err.value)
+    assert "\n" not in message and str(empty / "tiny.text_tokens.npy") in message
+    assert "python -m recbole_mm.preprocess.token_features" in message and "item_inputs: pooled" in message
+
+
+def test_token_inputs_train_and_evaluate_in_chunks(tiny_config, token_dir):
+    folder, _ = token_dir
+    _, train, valid, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", kd_alpha=0.5,
+                                               item_chunk_size=16))
+    losses = losses_on_one_batch(model, next(iter(train)), steps=15)
+    assert all(np.isfinite(losses)) and losses[-1] < 0.95 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        chunked = model.item_table()
+        model.item_chunk_size = model.n_items
+        whole = model.item_table()
+        scores = model.full_sort_predict(next(iter(valid))[0])
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(scores).all()

@@ -1,6 +1,6 @@
 """PMMRec: no ID parameters, NID labels, NICL relations, in-batch CE corrections (logQ of the
 distinct candidates, by hand), the AdamW parameter groups, end-to-end gradients, partial loading
-for transfer, training through the runner."""
+for transfer, training through the runner; token-level item inputs in feature mode."""
 
 import math
 import os
@@ -11,16 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from recbole_mm.config import MMConfig
+from recbole_mm.data.features import FeatureFileError
 from recbole_mm.data.raw_items import ItemTexts
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.model.encoders import build_token_source, transformer_blocks
+from recbole_mm.model.encoders import FeatureTokens, FileTokens, build_token_source, transformer_blocks
 from recbole_mm.model.losses import (
     corrupt_sequence, in_batch_layout, in_batch_logits, log_inclusion_probability, nicl_masks, symmetric_info_nce,
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model, get_trainer
-from helpers.model import losses_on_one_batch
+from helpers.model import losses_on_one_batch, write_token_files
 
 SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
 
@@ -447,3 +448,110 @@ def test_rcl_rows_of_one_user_are_no_negatives():
     expected = 0.5 * (F.cross_entropy(masked, labels) + F.cross_entropy(masked.t(), labels))
     torch.testing.assert_close(symmetric_info_nce(a, b, 0.5, groups=users), expected)
     assert abs(float(symmetric_info_nce(a, b, 0.5)) - float(expected)) > 1e-4
+
+
+# ----- token-level item inputs (feature mode) ------------------------------------------------------
+@pytest.fixture
+def token_dir(tiny_data_path, tmp_path):
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    return str(folder), write_token_files(tiny_data_path, "tiny", str(folder))
+
+
+def _perturbed(feature, row, position, delta=3.0):
+    tokens = np.array(feature.tokens)
+    tokens[row, position] += np.float16(delta)
+    return tokens
+
+
+def test_token_inputs_reach_every_text_token_and_ignore_padding(tiny_config, token_dir):
+    folder, written = token_dir
+    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens"))
+    source = model.item_tower.source
+    assert model.item_inputs == "tokens" and isinstance(source, FileTokens)
+    assert model.transfer_metadata()["item_inputs"] == "tokens"
+    text = source.items["text"]
+    id2token = list(train._dataset.field2id_token["item_id"])
+    keys, counts = written["text"]
+    row = next(i for i, c in enumerate(counts) if 3 <= c < text.max_tokens)
+    item = id2token.index(keys[row])
+    model.eval()
+    ids = torch.tensor([0, item, 1, 2])
+    with torch.no_grad():
+        before = model.encode_items(ids)[0]
+        original = text.tokens
+        text.tokens = _perturbed(text, row, 2)  # a valid, non-first text token
+        moved = model.encode_items(ids)[0]
+        text.tokens = original
+        text.tokens = _perturbed(text, row, int(counts[row]), delta=1000.0)  # a padding position
+        padded = model.encode_items(ids)[0]
+        text.tokens = original
+    assert not torch.allclose(before[1], moved[1])
+    torch.testing.assert_close(before, padded, rtol=0, atol=1e-6)
+    torch.testing.assert_close(before[2:], moved[2:])
+    assert before[0].abs().sum() == 0
+
+
+def test_items_without_image_or_without_any_token_are_finite(tiny_config, token_dir):
+    folder, written = token_dir
+    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens"))
+    source = model.item_tower.source
+    id2token = list(train._dataset.field2id_token["item_id"])
+    lonely = id2token.index(written["none"][0])
+    text_only = next(i for i in range(1, model.n_items) if source.items["text"].counts[i] > 0
+                     and source.items["image"].counts[i] == 0)
+    assert not model.has_image[text_only] and not model.has_image[lonely]
+    model.eval()
+    with torch.no_grad():
+        fused, per_modality = model.encode_items(torch.tensor([lonely, text_only]))
+    assert torch.isfinite(fused).all() and fused[0].abs().sum() == 0 and fused[1].abs().sum() > 0
+    assert all(torch.isfinite(v).all() for v in per_modality.values())
+
+
+def test_item_inputs_pooled_and_auto(tiny_config, token_dir):
+    folder, _ = token_dir
+    _, _, _, pooled = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="pooled"))
+    assert pooled.item_inputs == "pooled" and isinstance(pooled.item_tower.source, FeatureTokens)
+    _, _, _, auto = build(tiny_config(**SMALL, feature_dir=folder))
+    assert auto.item_inputs == "tokens"
+    _, _, _, fallback = build(tiny_config(**SMALL))
+    assert fallback.item_inputs == "pooled"
+
+
+def test_tokens_without_files_is_one_line_naming_the_file_and_command(tiny_config, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FeatureFileError) as err:
+        build(tiny_config(**SMALL, feature_dir=str(empty), item_inputs="tokens"))
+    message = str(err.value)
+    assert "\n" not in message and str(empty / "tiny.text_tokens.npy") in message
+    assert "python -m recbole_mm.preprocess.token_features" in message
+
+
+def test_token_inputs_train_and_evaluate_in_chunks(tiny_config, token_dir):
+    folder, _ = token_dir
+    _, train, valid, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", item_chunk_size=16))
+    losses = losses_on_one_batch(model, next(iter(train)))
+    assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        chunked = model.item_table()
+        model.item_chunk_size = model.n_items
+        whole = model.item_table()
+        scores = model.full_sort_predict(next(iter(valid))[0])
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(scores).all()
+
+
+def test_multi_domain_data_sets_read_pooled_inputs():
+    """Multi-domain pre-training has no token files: auto reads the pooled vectors, tokens is an error."""
+    from types import SimpleNamespace
+
+    from recbole_mm.model.encoders import feature_token_source
+
+    dataset = SimpleNamespace(dataset_name="a,b")  # no dataset_path, as MultiDomainDataset
+    features, masks = {"text": torch.randn(5, 4)}, {"text": torch.ones(5, dtype=torch.bool)}
+    source, inputs = feature_token_source({"item_inputs": None, "model": "PMMRec"}, dataset, features, masks, ["text"])
+    assert inputs == "pooled" and isinstance(source, FeatureTokens)
+    with pytest.raises(ValueError, match="item_inputs: pooled"):
+        feature_token_source({"item_inputs": "tokens", "model": "PMMRec"}, dataset, features, masks, ["text"])

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.encoders import FeatureTokens, TokenTransformer
+from recbole_mm.model.encoders import TokenTransformer, feature_token_source
 from recbole_mm.model.losses import (
     distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, ramp_weight,
 )
@@ -37,12 +37,19 @@ class ODMT(MMSequentialRecommender):
     Sequential Recommendation"), feature mode.
 
     Per item an ID token, the projected text token(s) and the projected image token(s) pass
-    through ``imt_layers`` post-LN blocks; the ID token's output feeds the ID branch, the first
-    text token the text branch, the first image token the image branch, each through its own
+    through ``imt_layers`` post-LN blocks, padding tokens masked as keys; the ID token's output
+    feeds the ID branch, the first text token the text branch, the first image token the image
+    branch (public code: modules.py ``MergedAttentionFusion.forward``), each through its own
     MLP head and its own sequence backbone (``backbone``: sasrec | gru4rec). Loss: the sum of
     the branches' in-batch CE plus ``w * [KL(text<-ID) + KL(image<-ID) + KL(ID<-ensemble)]`` with
     the ramped weight ``w``; evaluation scores are the mean of the three branches' scores
     (:meth:`branch_full_sort_predict` gives each branch's, for ``branch_metrics``).
+
+    Item inputs (``item_inputs``, :func:`~recbole_mm.model.encoders.feature_token_source`):
+    ``tokens`` reads the frozen token-level files ``<D>.text_tokens`` (the text encoder's last
+    layer, every token) and ``<D>.image_tokens`` (CLS + patch tokens), as the public code's
+    ``t_feat`` / ``v_feat`` (feature_extractors.py); ``pooled`` one pooled vector per modality;
+    ``auto`` tokens when both files exist.
 
     ID token: as the public code, an ID table in the raw feature space (``id_init: raw_mean``:
     each row starts as the mean of the item's raw text and image features) through its own
@@ -66,8 +73,8 @@ class ODMT(MMSequentialRecommender):
         missing = [m for m in ("text", "image") if m not in features]
         if missing:
             raise ValueError(f"ODMT needs the text and image modalities; {missing} not in config key `modalities`")
-        self.source = FeatureTokens({m: features[m] for m in ("text", "image")},
-                                    {m: masks[m] for m in ("text", "image")})
+        self.item_chunk_size = config["item_chunk_size"]
+        self.source, self.item_inputs = feature_token_source(config, dataset, features, masks, ("text", "image"))
         self.id_init = "projected_mean" if config["id_init"] == "features" else config["id_init"]  # old name
         if self.id_init not in self.ID_INITS:
             raise ValueError(f"config key `id_init` must be one of {self.ID_INITS}, got {config['id_init']!r}")
@@ -89,7 +96,6 @@ class ODMT(MMSequentialRecommender):
         self.block_id_key = bool(config["block_id_key"])
         self.kd_temperature, self.kd_alpha = config["kd_temperature"], config["kd_alpha"]
         self.kd_weight, self.kd_detach_teacher = config["kd_weight"], bool(config["kd_detach_teacher"])
-        self.item_chunk_size = config["item_chunk_size"]
         prior = torch.tensor(dataset.item_log_popularity(), dtype=torch.float32)  # the training split's
         self.register_buffer("log_prior", prior if config["popularity_correction"] else None, persistent=False)
         # training epochs started (model.train() calls); saved with the model: a resumed run continues the ramp
@@ -108,24 +114,27 @@ class ODMT(MMSequentialRecommender):
 
     @torch.no_grad()
     def init_id_from_features(self, projected: bool = False) -> None:
-        """ID embedding := mean of the item's first text token and first image token (those it has).
+        """ID embedding := mean of the item's first text token and first image token (those it has),
+        computed ``item_chunk_size`` items at a time.
 
         ``projected=False`` (``raw_mean``, the public code's ``init 1``: ``(v_feat[:, 0] +
-        t_feat[:, 0]) / 2``): the raw features, the smaller one zero-padded to the larger size
-        (the public code has equal sizes); ``projected=True`` (``projected_mean``): each feature
-        through its initial projection first."""
+        t_feat[:, 0]) / 2``, model.py): the raw features, the smaller one zero-padded to the larger
+        size (the public code has equal sizes); ``projected=True`` (``projected_mean``): each
+        feature through its initial projection first. With token inputs the first token is the
+        text encoder's first (CLS) token and the image encoder's CLS token, as in the public code."""
         ids = torch.arange(self.n_items, device=self.id_embedding.weight.device)
-        tokens = self.source(ids)
         size = self.id_embedding.embedding_dim
-        total = torch.zeros(self.n_items, size, device=ids.device)
-        count = torch.zeros(self.n_items, 1, device=ids.device)
-        for m in ("text", "image"):
-            states, mask = tokens[m]
-            first = self.projections[m](states[:, 0]) if projected else states[:, 0]
-            present = mask[:, 0].to(total.dtype).unsqueeze(-1)
-            total[:, : first.size(1)] += first * present
-            count += present
-        self.id_embedding.weight.copy_(total / count.clamp(min=1.0))
+        for chunk in ids.split(self.item_chunk_size):
+            tokens = self.source(chunk)
+            total = torch.zeros(len(chunk), size, device=ids.device)
+            count = torch.zeros(len(chunk), 1, device=ids.device)
+            for m in ("text", "image"):
+                states, mask = tokens[m]
+                first = self.projections[m](states[:, 0]) if projected else states[:, 0]
+                present = mask[:, 0].to(total.dtype).unsqueeze(-1)
+                total[:, : first.size(1)] += first * present
+                count += present
+            self.id_embedding.weight[chunk] = total / count.clamp(min=1.0)
 
     def id_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
         """(n,) ids -> (n, d) the ID token that enters the IMT (the public code: ``id_proj(id_encoder(ids))``)."""
@@ -154,7 +163,11 @@ class ODMT(MMSequentialRecommender):
         return allowed
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """(n,) ids -> (n, 3, d) representations of the ID, text and image branches (0 for padding)."""
+        """(n,) ids -> (n, 3, d) representations of the ID, text and image branches (0 for padding).
+
+        IMT input per item: [ID token, text tokens, image tokens] (the public code orders them
+        [text, image, ID]; without position embeddings the order does not matter); the branches
+        read the outputs at the ID token, the first text token and the first image token."""
         tokens = self.source(item_ids)
         text, text_mask = tokens["text"]
         image, image_mask = tokens["image"]

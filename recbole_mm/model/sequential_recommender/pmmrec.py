@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from logging import getLogger
 from typing import Callable, Dict, List, Tuple
 
 import torch
@@ -40,9 +41,18 @@ class PMMRec(MMSequentialRecommender, Transferable):
     every item slot of the batch a column, duplicates kept) and over-corrects popular items of a
     distinct set (for rare items both differ by the constant ``log N``).
 
+    Item inputs: ``encoder_mode: end_to_end`` runs the text and image encoders on the raw items
+    (the reference); ``encoder_mode: feature`` reads frozen features, ``item_inputs`` choosing
+    the token-level files ``<D>.text_tokens`` / ``<D>.image_tokens`` (every text token and image
+    patch token enters the merged attention, as the reference's encoder outputs do) or one
+    pooled vector per modality as a single token (``auto``: tokens when both files exist;
+    :func:`~recbole_mm.model.encoders.feature_token_source`). The item vector is the masked mean
+    of the merged-attention outputs over the valid tokens (reference: src/model/Attention_Fusion.py,
+    ``MergedAttention.forward``, "# mean"); an item with neither modality is the zero vector.
+
     Differences from the paper: NICL/NID/RCL are designed from the paper's text (the public
-    code has none; docs/models/PMMRec.md gives the exact definitions); feature mode treats a
-    pooled vector as a single token; a missing image is a masked token; in-batch candidates are
+    code has none; docs/models/PMMRec.md gives the exact definitions); feature mode runs no
+    encoder (frozen features); a missing image is masked tokens; in-batch candidates are
     the batch's distinct target items (with the correction above); hidden size 256 and max
     length 50 by default (paper: 768, 20); ``similarity: cosine`` is an optional extra.
     """
@@ -55,7 +65,7 @@ class PMMRec(MMSequentialRecommender, Transferable):
             raise ValueError(f"config key `item_tower` must be merged, text or image, got {self.item_tower_kind!r}")
         features, masks = self.load_modalities(config, dataset)
         self.item_tower = nn.Module()
-        self.item_tower.source = build_token_source(config, dataset, features, masks)
+        self.item_tower.source, self.item_inputs = build_token_source(config, dataset, features, masks)
         available = self.item_tower.source.modalities
         self.tower_modalities = available if self.item_tower_kind == "merged" else [self.item_tower_kind]
         missing = [m for m in self.tower_modalities if m not in available]
@@ -240,7 +250,8 @@ class PMMRec(MMSequentialRecommender, Transferable):
     def transfer_metadata(self) -> dict:
         source = self.item_tower.source
         return {"model": type(self).__name__, "family": "PMMRec", "modalities": list(source.modalities),
-                "feature_dims": {m: int(d) for m, d in source.dims.items()}, **self.architecture}
+                "feature_dims": {m: int(d) for m, d in source.dims.items()}, "item_inputs": self.item_inputs,
+                **self.architecture}
 
     def adapt_from_pretrained(self, checkpoint: dict, mode: str, config) -> dict:
         """The runner's adaptation hook: ``adaptation: fine_tune`` loads the part named by
@@ -249,6 +260,10 @@ class PMMRec(MMSequentialRecommender, Transferable):
             raise ValueError(f"PMMRec adapts with adaptation=fine_tune and config key `pretrain_part`; "
                              f"{mode!r} is not defined for it")
         check_checkpoint_fits(checkpoint, self.transfer_metadata(), config["pretrained_checkpoint"])
+        saved_inputs = checkpoint.get("metadata", {}).get("item_inputs")
+        if saved_inputs and saved_inputs != self.item_inputs:  # same shapes, other inputs: allowed, but say so
+            getLogger().warning(f"PMMRec: the pre-trained checkpoint read {saved_inputs} item inputs, this run reads "
+                                f"{self.item_inputs} (config key `item_inputs`)")
         part = config["pretrain_part"] or "full"
         loaded = self.load_pretrained(checkpoint["state_dict"], part)
         if not self.auxiliary_when_adapting:  # the reference fine-tunes with the recommendation loss alone
