@@ -35,6 +35,7 @@ SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
     "basic": [
         ("SASRec (stock RecBole)", "SASRec", {}),
         ("ANT (defaults: whole sequences, length-bucketed, trimmed)", "ANT", {}),
+        ("ANT defaults + enable_amp (bfloat16 autocast on the CPU)", "ANT", {"enable_amp": True}),
     ],
     "all": [
         ("SASRec (stock RecBole)", "SASRec", {}),
@@ -43,6 +44,7 @@ SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
         ("ANT + length-bucketed prefix batches", "ANT", {**ALL_OFF, **EVAL_ON, "length_bucketing": True}),
         ("ANT + whole sequences", "ANT", {"train_whole_sequence": True, "length_bucketing": False}),
         ("ANT + whole sequences + length bucketing (default)", "ANT", {}),
+        ("ANT defaults + enable_amp (bfloat16 autocast on the CPU)", "ANT", {"enable_amp": True}),
     ],
     # stock RecBole models, their code unchanged: prefix samples, bucketed prefix samples, whole sequences
     "stock": [
