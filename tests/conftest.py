@@ -3,6 +3,7 @@
 import pytest
 
 from helpers import TINY_MODEL
+from helpers.model import write_token_files
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 
 
@@ -33,3 +34,11 @@ def tiny_config(tiny_data_path, tmp_path):
         return config
 
     return make
+
+
+@pytest.fixture
+def token_dir(tiny_data_path, tmp_path):
+    """(folder, written) of tiny token-level feature files of the tiny data set (helpers.model.write_token_files)."""
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    return str(folder), write_token_files(tiny_data_path, "tiny", str(folder))

@@ -28,7 +28,7 @@ import argparse
 import os
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F

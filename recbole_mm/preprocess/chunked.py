@@ -19,6 +19,27 @@ from recbole_mm.fileio import atomic_output, write_json_atomic
 EncodeFn = Callable[[int, int], np.ndarray]
 
 
+def open_work_dir(work_dir: str, n_items: int, chunk_size: int, fingerprint: str, desc: str) -> int:
+    """Make ``work_dir`` ready for chunks of ``chunk_size`` of ``n_items`` rows: kept when it holds
+    the chunks of the same fingerprint and layout, emptied otherwise; returns the chunk count."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    state_path = os.path.join(work_dir, "state.json")
+    state = {"fingerprint": fingerprint, "n_items": n_items, "chunk_size": chunk_size}
+    if os.path.isdir(work_dir):
+        try:
+            with open(state_path, "r", encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = None
+        if previous != state:
+            getLogger().info(f"{desc}: settings or inputs changed, discarding partial results in {work_dir}")
+            shutil.rmtree(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    write_json_atomic(state_path, state)
+    return (n_items + chunk_size - 1) // chunk_size
+
+
 def extract_in_chunks(
     n_items: int,
     encode: EncodeFn,
@@ -35,22 +56,7 @@ def extract_in_chunks(
     interrupt the extraction by raising from it). The work folder is left in place; the caller
     removes it (:func:`clear_work_dir`) once the final file is written.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    state_path = os.path.join(work_dir, "state.json")
-    state = {"fingerprint": fingerprint, "n_items": n_items, "chunk_size": chunk_size}
-    if os.path.isdir(work_dir):
-        try:
-            with open(state_path, "r", encoding="utf-8") as f:
-                previous = json.load(f)
-        except (OSError, ValueError):
-            previous = None
-        if previous != state:
-            getLogger().info(f"{desc}: settings or inputs changed, discarding partial results in {work_dir}")
-            shutil.rmtree(work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    write_json_atomic(state_path, state)
-    n_chunks = (n_items + chunk_size - 1) // chunk_size
+    n_chunks = open_work_dir(work_dir, n_items, chunk_size, fingerprint, desc)
     done = [i for i in range(n_chunks) if os.path.isfile(_chunk_path(work_dir, i))]
     if done:
         getLogger().info(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in {work_dir}")

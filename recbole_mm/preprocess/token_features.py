@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
-import shutil
 import time
 from logging import getLogger
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -31,9 +29,9 @@ from recbole_mm.data.lmdb_store import ImageStore, lmdb_content_sha256
 from recbole_mm.data.raw_items import read_item2index, read_text_file
 from recbole_mm.data.token_features import (token_feature_writer, token_file_paths, token_stem,
                                             write_token_feature_file)
-from recbole_mm.fileio import atomic_output, progress_on_terminal, write_json_atomic
+from recbole_mm.fileio import atomic_output, progress_on_terminal
 from recbole_mm.preprocess.attributes import TEXT_FIELDS, select_text_fields
-from recbole_mm.preprocess.chunked import clear_work_dir
+from recbole_mm.preprocess.chunked import clear_work_dir, open_work_dir
 from recbole_mm.preprocess.hashing import file_sha256, folder_sha256, settings_sha256
 from recbole_mm.preprocess.image import load_vision_encoder
 from recbole_mm.preprocess.text import default_text_encoder_path, load_encoder
@@ -93,24 +91,9 @@ def write_tokens_in_chunks(stem: str, keys: Sequence[str], encode: EncodeFn, max
     done (a rerun with the same ``fingerprint`` reuses them), then the file ``<stem>`` written
     from the chunks (one in memory at a time) and the work folder removed."""
     show_progress = progress_on_terminal() if show_progress is None else show_progress
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     work_dir = work_dir or os.path.join(os.path.dirname(os.path.abspath(stem)), ".preprocess", "work",
                                         os.path.basename(stem))
-    state = {"fingerprint": fingerprint, "n_items": len(keys), "chunk_size": chunk_size}
-    state_path = os.path.join(work_dir, "state.json")
-    if os.path.isdir(work_dir):
-        try:
-            with open(state_path, "r", encoding="utf-8") as f:
-                previous = json.load(f)
-        except (OSError, ValueError):
-            previous = None
-        if previous != state:
-            getLogger().info(f"{desc}: settings or inputs changed, discarding partial results in {work_dir}")
-            shutil.rmtree(work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    write_json_atomic(state_path, state)
-    n_chunks = -(-len(keys) // chunk_size)
+    n_chunks = open_work_dir(work_dir, len(keys), chunk_size, fingerprint, desc)
     chunk_path = lambda i: os.path.join(work_dir, f"chunk_{i:06d}.npz")  # noqa: E731
     done = sum(os.path.isfile(chunk_path(i)) for i in range(n_chunks))
     if done:

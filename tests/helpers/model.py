@@ -1,8 +1,13 @@
 """Helpers shared by the model tests."""
 
+import os
 from typing import List
 
+import numpy as np
 import torch
+
+from recbole_mm.data.features import read_feature_file
+from recbole_mm.data.token_features import token_stem, write_token_feature_file
 
 
 def losses_on_one_batch(model, batch, steps: int = 15, lr: float = 1e-3) -> List[float]:
@@ -25,12 +30,6 @@ def write_token_files(data_path: str, name: str, folder: str, seed: int = 0, tex
     tokens per item, image tokens (all valid) for the items with a pooled image; the first
     ``without_any`` items without an image are left out of the text file too (no modality at all).
     Returns {"text": (keys, counts), "image": (keys, counts), "none": [keys without any]}."""
-    import os
-
-    import numpy as np
-
-    from recbole_mm.data.features import read_feature_file
-    from recbole_mm.data.token_features import token_stem, write_token_feature_file
 
     rng = np.random.default_rng(seed)
     source = os.path.join(data_path, name)
@@ -48,3 +47,23 @@ def write_token_files(data_path: str, name: str, folder: str, seed: int = 0, tex
     write_token_feature_file(token_stem(folder, name, "image"), image_keys, patches.astype(np.float32))
     return {"text": (text_keys, counts), "image": (image_keys, np.full(len(image_keys), image_tokens)),
             "none": none}
+
+
+def perturbed_tokens(feature, row: int, position: int, delta: float = 3.0) -> np.ndarray:
+    """A copy of a token file's array with one token of one row moved (the memory map is read-only)."""
+    tokens = np.array(feature.tokens)
+    tokens[row, position] += np.float16(delta)
+    return tokens
+
+
+def check_chunked_item_table(model, valid) -> None:
+    """The item table built ``item_chunk_size`` items at a time equals the one built at once, and
+    full-ranking scores of a validation batch are finite."""
+    model.eval()
+    with torch.no_grad():
+        chunked = model.item_table()
+        model.item_chunk_size = model.n_items
+        whole = model.item_table()
+        scores = model.full_sort_predict(next(iter(valid))[0])
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(scores).all()

@@ -6,7 +6,6 @@ import torch
 
 from recbole_mm.config import MMConfig
 from recbole_mm.data.utils import create_dataset, prepare_data
-from recbole_mm.model.layers import CausalTransformer
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model
 

@@ -21,7 +21,7 @@ from recbole_mm.model.losses import (
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model, get_trainer
-from helpers.model import losses_on_one_batch, write_token_files
+from helpers.model import check_chunked_item_table, losses_on_one_batch, perturbed_tokens
 
 SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
 
@@ -451,19 +451,6 @@ def test_rcl_rows_of_one_user_are_no_negatives():
 
 
 # ----- token-level item inputs (feature mode) ------------------------------------------------------
-@pytest.fixture
-def token_dir(tiny_data_path, tmp_path):
-    folder = tmp_path / "tokens"
-    folder.mkdir()
-    return str(folder), write_token_files(tiny_data_path, "tiny", str(folder))
-
-
-def _perturbed(feature, row, position, delta=3.0):
-    tokens = np.array(feature.tokens)
-    tokens[row, position] += np.float16(delta)
-    return tokens
-
-
 def test_token_inputs_reach_every_text_token_and_ignore_padding(tiny_config, token_dir):
     folder, written = token_dir
     _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens"))
@@ -480,10 +467,10 @@ def test_token_inputs_reach_every_text_token_and_ignore_padding(tiny_config, tok
     with torch.no_grad():
         before = model.encode_items(ids)[0]
         original = text.tokens
-        text.tokens = _perturbed(text, row, 2)  # a valid, non-first text token
+        text.tokens = perturbed_tokens(text, row, 2)  # a valid, non-first text token
         moved = model.encode_items(ids)[0]
         text.tokens = original
-        text.tokens = _perturbed(text, row, int(counts[row]), delta=1000.0)  # a padding position
+        text.tokens = perturbed_tokens(text, row, int(counts[row]), delta=1000.0)  # a padding position
         padded = model.encode_items(ids)[0]
         text.tokens = original
     assert not torch.allclose(before[1], moved[1])
@@ -533,14 +520,7 @@ def test_token_inputs_train_and_evaluate_in_chunks(tiny_config, token_dir):
     _, train, valid, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", item_chunk_size=16))
     losses = losses_on_one_batch(model, next(iter(train)))
     assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
-    model.eval()
-    with torch.no_grad():
-        chunked = model.item_table()
-        model.item_chunk_size = model.n_items
-        whole = model.item_table()
-        scores = model.full_sort_predict(next(iter(valid))[0])
-    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
-    assert torch.isfinite(scores).all()
+    check_chunked_item_table(model, valid)
 
 
 def test_multi_domain_data_sets_read_pooled_inputs():
