@@ -4,9 +4,10 @@ import os
 from typing import List
 
 import numpy as np
+import pytest
 import torch
 
-from recbole_mm.data.features import read_feature_file
+from recbole_mm.data.features import FeatureFileError, read_feature_file
 from recbole_mm.data.token_features import token_stem, write_token_feature_file
 
 
@@ -67,3 +68,13 @@ def check_chunked_item_table(model, valid) -> None:
         scores = model.full_sort_predict(next(iter(valid))[0])
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
     assert torch.isfinite(scores).all()
+
+
+def check_missing_token_files_error(build, config) -> None:
+    """``build(config)`` with ``item_inputs: tokens`` and a ``feature_dir`` without token files fails
+    with one line naming the missing file, the command that makes it and the way out."""
+    with pytest.raises(FeatureFileError) as err:
+        build(config)
+    message = str(err.value)
+    assert "\n" not in message and os.path.join(config["feature_dir"], "tiny.text_tokens.npy") in message
+    assert "python -m recbole_mm.preprocess.token_features" in message and "item_inputs: pooled" in message

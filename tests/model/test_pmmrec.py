@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from recbole_mm.config import MMConfig
-from recbole_mm.data.features import FeatureFileError
 from recbole_mm.data.raw_items import ItemTexts
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.data.utils import create_dataset, prepare_data
@@ -21,7 +20,8 @@ from recbole_mm.model.losses import (
 )
 from recbole_mm.runner import run
 from recbole_mm.utils import get_model, get_trainer
-from helpers.model import check_chunked_item_table, losses_on_one_batch, perturbed_tokens
+from helpers.model import (check_chunked_item_table, check_missing_token_files_error, losses_on_one_batch,
+                           perturbed_tokens)
 
 SMALL = {"fusion_n_heads": 2, "fusion_inner_size": 32, "learning_rate": 0.001}
 
@@ -508,11 +508,7 @@ def test_item_inputs_pooled_and_auto(tiny_config, token_dir):
 def test_tokens_without_files_is_one_line_naming_the_file_and_command(tiny_config, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FeatureFileError) as err:
-        build(tiny_config(**SMALL, feature_dir=str(empty), item_inputs="tokens"))
-    message = str(err.value)
-    assert "\n" not in message and str(empty / "tiny.text_tokens.npy") in message
-    assert "python -m recbole_mm.preprocess.token_features" in message
+    check_missing_token_files_error(build, tiny_config(**SMALL, feature_dir=str(empty), item_inputs="tokens"))
 
 
 def test_token_inputs_train_and_evaluate_in_chunks(tiny_config, token_dir):
