@@ -155,6 +155,30 @@ def _check_finite(matrix: np.ndarray, keys: List[str], source: str, chunk: int =
             )
 
 
+def match_item_keys(keys: Sequence[str], id2token: Sequence[str], source: str,
+                    unknown_items: str = "error") -> Tuple[List[int], List[int]]:
+    """(file rows, internal item ids) of the keys of a feature file that are item tokens of the
+    data set (``id2token``; entry 0 is padding). A key the data set lacks is an error naming the
+    file, or skipped with ``unknown_items: ignore``."""
+    token2id: Dict[str, int] = {str(tok): i for i, tok in enumerate(id2token) if i > 0}
+    rows, ids, unknown = [], [], []
+    for row, key in enumerate(keys):
+        item_id = token2id.get(key)
+        if item_id is None:
+            unknown.append(key)
+        else:
+            rows.append(row)
+            ids.append(item_id)
+    if unknown and unknown_items == "error":
+        shown = ", ".join(repr(k) for k in unknown[:5])
+        raise FeatureFileError(
+            f"{source}: {len(unknown)} item id(s) are not in the data set (e.g. {shown}); "
+            f"feature keys must be the item tokens of the .inter files. "
+            f"Set `feature_unknown_items: ignore` to skip them"
+        )
+    return rows, ids
+
+
 def align_features(
     modality: str,
     keys: List[str],
@@ -176,22 +200,7 @@ def align_features(
             f"{source}: {modality} features have dimension {matrix.shape[1]}, expected {expected_dim}"
         )
     _check_finite(matrix, keys, source)
-    token2id: Dict[str, int] = {str(tok): i for i, tok in enumerate(id2token) if i > 0}
-    rows, ids, unknown = [], [], []
-    for row, key in enumerate(keys):
-        item_id = token2id.get(key)
-        if item_id is None:
-            unknown.append(key)
-        else:
-            rows.append(row)
-            ids.append(item_id)
-    if unknown and unknown_items == "error":
-        shown = ", ".join(repr(k) for k in unknown[:5])
-        raise FeatureFileError(
-            f"{source}: {len(unknown)} item id(s) are not in the data set (e.g. {shown}); "
-            f"feature keys must be the item tokens of the .inter files. "
-            f"Set `feature_unknown_items: ignore` to skip them"
-        )
+    rows, ids = match_item_keys(keys, id2token, source, unknown_items)
     aligned = np.zeros((len(id2token), matrix.shape[1]), dtype=np.float32)
     mask = np.zeros(len(id2token), dtype=bool)
     if rows:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack, contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from recbole_mm.data.features import FeatureFileError
+from recbole_mm.data.features import FeatureFileError, match_item_keys
 from recbole_mm.fileio import atomic_output
 
 TOKEN_MODALITIES = ("text", "image")
@@ -277,23 +277,11 @@ def align_token_features(
     if expected_dim is not None and tokens.shape[2] != expected_dim:
         raise FeatureFileError(f"{source}: {modality} token features have dimension {tokens.shape[2]}, "
                                f"expected {expected_dim}")
-    token2id: Dict[str, int] = {str(tok): i for i, tok in enumerate(id2token) if i > 0}
+    file_rows, ids = match_item_keys(keys, id2token, source, unknown_items)
     rows = np.full(len(id2token), -1, dtype=np.int64)
     aligned_counts = np.zeros(len(id2token), dtype=np.int32)
-    unknown = []
-    for row, key in enumerate(keys):
-        item_id = token2id.get(key)
-        if item_id is None:
-            unknown.append(key)
-        else:
-            rows[item_id] = row
-            aligned_counts[item_id] = counts[row]
-    if unknown and unknown_items == "error":
-        shown = ", ".join(repr(k) for k in unknown[:5])
-        raise FeatureFileError(
-            f"{source}: {len(unknown)} item id(s) are not in the data set (e.g. {shown}); "
-            f"feature keys must be the item tokens of the .inter files. "
-            f"Set `feature_unknown_items: ignore` to skip them")
+    rows[ids] = file_rows
+    aligned_counts[ids] = np.asarray(counts)[file_rows]
     return ItemTokenFeature(modality, tokens, rows, aligned_counts, source)
 
 
