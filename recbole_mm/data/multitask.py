@@ -131,13 +131,16 @@ class MultiTaskDataLoader:
     def load_order_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    def batch(self, idx: torch.Tensor) -> Interaction:
+        """The rows ``idx`` of this loader as one batch."""
+        return Interaction({"categorical": self.categorical[idx], "numerical": self.numerical[idx],
+                            "labels": self.labels[idx]})
+
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield Interaction({"categorical": self.categorical[idx], "numerical": self.numerical[idx],
-                               "labels": self.labels[idx]})
+            yield self.batch(order[start : start + self.batch_size])
 
 
 def multitask_dataloaders(config, dataset: MultiTaskDataset):
@@ -145,17 +148,18 @@ def multitask_dataloaders(config, dataset: MultiTaskDataset):
     ``train_sample_ratio`` < 1 training uses a stratified sample of the training rows (label
     rates kept): the "little target data" setting of the adaptation experiments."""
     train, valid, test = dataset.build()
-    check_label_classes(valid.tensors()[2].numpy(), _split_file(config, dataset, 1))
+    valid_labels = valid.tensors()[2].numpy()
+    check_label_classes(valid_labels, _split_file(config, dataset, 1))
     rows = None
     ratio = config["train_sample_ratio"]
-    n_train = len(train.tensors()[2])
+    train_labels = train.tensors()[2].numpy()
+    n_train = len(train_labels)
     if ratio is not None and ratio < 1:
-        _, _, labels = train.tensors()
-        rows = stratified_sample(labels.numpy(), ratio, int(config["seed"]))
+        rows = stratified_sample(train_labels, ratio, int(config["seed"]))
         n_train = len(rows)
-    valid_rows = valid_sample_rows(config, valid, n_train)
+    valid_rows = valid_sample_rows(config, valid_labels, n_train)
     if valid_rows is not None:
-        check_label_classes(valid.tensors()[2][torch.as_tensor(valid_rows)].numpy(),
+        check_label_classes(valid_labels[valid_rows],
                             f"{_split_file(config, dataset, 1)} (the {len(valid_rows)} rows of valid_sample)")
     return (
         MultiTaskDataLoader(config, train, config["train_batch_size"], shuffle=config["shuffle"], rows=rows),
@@ -167,13 +171,13 @@ def multitask_dataloaders(config, dataset: MultiTaskDataset):
 VALID_SAMPLES = ("same_as_train", "full")
 
 
-def valid_sample_rows(config, valid: MultiTaskDataset, n_train: int):
-    """Rows of the validation split that model selection reads: ``valid_sample: full`` all of
-    them; ``same_as_train`` (default) a stratified sample as large as the training rows when those
-    are fewer (little target data means a little validation data too), else all (``None``)."""
+def valid_sample_rows(config, labels: np.ndarray, n_train: int):
+    """Rows of the validation split (its ``labels``) that model selection reads: ``valid_sample:
+    full`` all of them; ``same_as_train`` (default) a stratified sample as large as the training
+    rows when those are fewer (little target data means a little validation data too), else all
+    (``None``)."""
     choice = config["valid_sample"] or "full"
     check_choice("valid_sample", choice, VALID_SAMPLES)
-    labels = valid.tensors()[2].numpy()
     if choice == "full" or n_train >= len(labels):
         return None
     # a different draw from the training sample's (seed + 1): the two splits are disjoint anyway
@@ -233,8 +237,5 @@ class SourceTargetLoader:
         return torch.cat(taken)
 
     def __iter__(self) -> Iterator[Tuple[Interaction, Interaction]]:
-        source = self.source
         for target_batch in self.target:
-            idx = self._source_rows(len(target_batch["labels"]))
-            yield Interaction({"categorical": source.categorical[idx], "numerical": source.numerical[idx],
-                               "labels": source.labels[idx]}), target_batch
+            yield self.source.batch(self._source_rows(len(target_batch["labels"]))), target_batch
