@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from recbole_mm.trainer.multitask import MultiTaskEvaluation
-from recbole_mm.trainer.trainer import CPUDistributedMixin, EpochTimerMixin, RunRecordMixin, SafeCheckpointMixin
+from recbole_mm.trainer.trainer import (CPUDistributedMixin, EpochTimerMixin, ModelParamGroupsMixin, RunRecordMixin,
+                                        SafeCheckpointMixin)
 
 
 class AdversarialEpochs(MultiTaskEvaluation):
@@ -65,16 +66,17 @@ class AdversarialEpochs(MultiTaskEvaluation):
         return float(task_loss.detach()), float(adversarial.detach())
 
 
-class AdversarialTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, SafeCheckpointMixin, AdversarialEpochs):
+class AdversarialTrainer(CPUDistributedMixin, RunRecordMixin, EpochTimerMixin, ModelParamGroupsMixin,
+                         SafeCheckpointMixin, AdversarialEpochs):
     """TAA / DAA trainer: the adversarial epochs of :class:`AdversarialEpochs` with the plugin's
     timing, checkpointing and CPU-distributed mixins. Optimisers as the public code's: Adam for
-    the target model (``learning_rate``, ``weight_decay``) and for the critics
-    (``critic_learning_rate``, ``critic_weight_decay``). The critics' optimizer state and the
-    critic-step count travel in the resume state."""
+    the target model (``learning_rate``, ``weight_decay``; its parameters from the model's
+    ``optimizer_param_groups``) and for the critics (``critic_learning_rate``,
+    ``critic_weight_decay``). The critics' optimizer state and the critic-step count travel in
+    the resume state."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.optimizer = self._build_optimizer(params=[p for p in model.feature_parameters() if p.requires_grad])
         self.critic_optimizer = torch.optim.Adam(model.critics.parameters(), lr=config["critic_learning_rate"],
                                                  weight_decay=config["critic_weight_decay"])
         self.n_critic = int(config["n_critic"])

@@ -425,8 +425,8 @@ class RunRecordMixin:
 class ModelParamGroupsMixin:
     """RecBole builds the optimiser (``learner``, ``learning_rate``, ``weight_decay``) over all of
     ``model.parameters()``; a model that defines ``optimizer_param_groups(config) -> [dict]``
-    (PMMRec: recommender and encoder groups) gets those groups instead. A caller that passes
-    ``params`` itself (the adversarial trainer) is left alone."""
+    (PMMRec: recommender and encoder groups; TAA / DAA: the target model without the critics)
+    gets those groups instead. A caller that passes ``params`` itself is left alone."""
 
     def _build_optimizer(self, **kwargs) -> torch.optim.Optimizer:
         groups = getattr(self.model, "optimizer_param_groups", None)

@@ -199,8 +199,10 @@ class AdversarialAdapter(AbstractRecommender):
         """The target-row features each critic scores, in the order of ``self.critics``."""
         return fakes
 
-    def feature_parameters(self):
-        return self.target.parameters()
+    def optimizer_param_groups(self, config) -> List[dict]:
+        """What the trainer's main optimiser updates: the target model's trainable parameters (the
+        critics have their own optimiser; DAA's source model is frozen)."""
+        return [{"params": [p for p in self.target.parameters() if p.requires_grad]}]
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.target.calculate_loss(interaction)
