@@ -46,6 +46,9 @@ class ItemFeatureTable(nn.Module):
         for m in self.modalities:
             self.register_buffer(f"feat_{m}", features[m].float(), persistent=False)
             self.register_buffer(f"mask_{m}", masks[m].bool(), persistent=False)
+            # the full table's rows with and without the modality, found once (not at every batch)
+            self.register_buffer(f"present_{m}", masks[m].bool().nonzero().squeeze(1), persistent=False)
+            self.register_buffer(f"absent_{m}", (~masks[m].bool()).nonzero().squeeze(1), persistent=False)
 
     @property
     def n_items(self) -> int:
@@ -65,6 +68,14 @@ class ItemFeatureTable(nn.Module):
         if item_ids is None:
             return feat, mask
         return feat[item_ids], mask[item_ids]
+
+    def present_rows(self, modality: str, mask: torch.Tensor, item_ids: Optional[torch.Tensor] = None):
+        """(rows with the modality, rows without it) of the flattened lookup of ``item_ids``, whose
+        ``mask`` is given; for the full table (None) the indices found at construction."""
+        if item_ids is None:
+            return getattr(self, f"present_{modality}"), getattr(self, f"absent_{modality}")
+        flat = mask.reshape(-1)
+        return flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1)
 
 
 class MoEAdaptor(nn.Module):
@@ -238,16 +249,16 @@ class MultiModalItemEncoder(nn.Module):
         out = {}
         for m in self.modalities:
             feat, mask = self.table.lookup(m, item_ids)
-            if m == "price":
-                feat = self.price_encoder(feat)
-            if m == "price" or bool(mask.all()):  # (a missing price is encoded, not a zero input)
-                adapted = self.adaptors[m](feat)
-                out[m] = adapted * mask.unsqueeze(-1).to(feat.dtype) if self.missing_modality == "zero" else adapted
+            if m == "price":  # a missing price is encoded, not a zero input: every row through the adaptor
+                adapted = self.adaptors[m](self.price_encoder(feat))
+                out[m] = adapted * mask.unsqueeze(-1).to(adapted.dtype) if self.missing_modality == "zero" else adapted
             else:
-                out[m] = self._adapt_present_rows(self.adaptors[m], feat, mask)
+                rows, absent = self.table.present_rows(m, mask, item_ids)
+                out[m] = self._adapt_present_rows(self.adaptors[m], feat, mask.shape, rows, absent)
         return out
 
-    def _adapt_present_rows(self, adaptor: "MoEAdaptor", feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _adapt_present_rows(self, adaptor: "MoEAdaptor", feat: torch.Tensor, shape: torch.Size,
+                            rows: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
         """The adaptor's output per row, its projection computed on the rows that have the
         modality only (Scientific: images for 36 % of the items, so the image adaptor's products
         shrink to about a third). A missing row's feature is zero, so its output is zero
@@ -255,16 +266,13 @@ class MultiModalItemEncoder(nn.Module):
         mixture of the experts' constants (``adaptor``), which needs no projection. Equal to
         running every row in eval mode (tested); while training, dropout and gate noise are drawn
         per row as before, in a different order (the same distribution)."""
-        flat_mask = mask.reshape(-1)
-        rows = flat_mask.nonzero().squeeze(1)
         present = adaptor(feat.reshape(-1, feat.shape[-1]).index_select(0, rows))
+        n = len(rows) + len(absent)
         if self.missing_modality == "zero":
-            out = present.new_zeros(flat_mask.numel(), present.shape[-1])
+            out = present.new_zeros(n, present.shape[-1])
         else:
-            missing = (~flat_mask).nonzero().squeeze(1)
-            out = present.new_empty(flat_mask.numel(), present.shape[-1])
-            out = out.index_copy(0, missing, adaptor.zero_input_output(len(missing)))
-        return out.index_copy(0, rows, present).view(*mask.shape, present.shape[-1])
+            out = present.new_empty(n, present.shape[-1]).index_copy(0, absent, adaptor.zero_input_output(len(absent)))
+        return out.index_copy(0, rows, present).view(*shape, present.shape[-1])
 
     def forward(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fused item representations for ``item_ids`` (all items when None)."""
