@@ -49,6 +49,7 @@ SETTINGS = OrderedDict([
     ("DAA", "DAA"),
 ])
 FULL_TARGET = "full target (reference)"
+REFERENCES = ("as_is", "full_target")  # the one-run rows of a (shift, backbone)
 METRICS = ("ctr_auc", "ctcvr_auc", "mean_auc", "ctr_logloss", "ctcvr_logloss")
 CENSUS_SHIFTS = ("sex", "citizenship", "year")
 
@@ -74,9 +75,11 @@ def setting_label(key: str) -> str:
     return SETTINGS.get(name, name) + (f" ({', '.join(p.replace('-', '=', 1) for p in pairs)})" if pairs else "")
 
 
-def shift_key(shift: str) -> str:
-    """A shift's part of a run's file name (``AE_SRC:AE_TGT`` -> ``AE_SRC_to_AE_TGT``)."""
-    return shift.replace(":", "_to_")
+def run_key(shift: str, backbone: str, *parts: str) -> str:
+    """A run's file name: shift (``AE_SRC:AE_TGT`` -> ``AE_SRC_to_AE_TGT``), backbone and the run's
+    parts (``source``, ``as_is``, ``full_target``, or share, setting and seed), joined by ``__``
+    (what :func:`run_rows` splits)."""
+    return "__".join((shift.replace(":", "_to_"), backbone) + parts)
 
 
 def check_census(data_path: str, shifts: List[str]) -> None:
@@ -99,9 +102,6 @@ class Plan:
     def __init__(self, args, shared: dict):
         self.args, self.shared = args, shared
         self.seeds = [args.first_seed + i for i in range(args.seeds)]
-
-    def source_key(self, shift: str, backbone: str) -> str:
-        return f"{shift_key(shift)}__{backbone}__source"
 
     def sample_config(self, share: float, seed: int) -> dict:
         return {**self.shared, "train_sample_ratio": share, "seed": seed, "valid_sample": "same_as_train",
@@ -130,15 +130,15 @@ class Plan:
         for backbone in args.backbones:  # a backbone's table over every shift first
             for shift in args.shifts:
                 source, target = shift_datasets(args.data, shift)
-                src = cached_run(args.out, self.source_key(shift, backbone), backbone, source,
+                src = cached_run(args.out, run_key(shift, backbone, "source"), backbone, source,
                                  {**self.shared, "seed": args.source_seed})
                 if "error" in src:
                     continue
                 checkpoint = src["checkpoint"]
-                cached_run(args.out, f"{shift_key(shift)}__{backbone}__as_is", backbone, target,
+                cached_run(args.out, run_key(shift, backbone, "as_is"), backbone, target,
                            {**self.shared, "init_checkpoint": checkpoint, "epochs": 0})
                 if args.full_target:
-                    cached_run(args.out, f"{shift_key(shift)}__{backbone}__full_target", backbone, target,
+                    cached_run(args.out, run_key(shift, backbone, "full_target"), backbone, target,
                                {**self.shared, "seed": args.source_seed})
                 for share in args.shares:
                     for seed in self.seeds:
@@ -146,7 +146,7 @@ class Plan:
                             if setting == "as_is":
                                 continue
                             model, config = self.setting_run(setting, backbone, source, checkpoint, share, seed)
-                            cached_run(args.out, f"{shift_key(shift)}__{backbone}__{share:g}__{setting_key(setting)}__seed{seed}", model,
+                            cached_run(args.out, run_key(shift, backbone, f"{share:g}", setting_key(setting), f"seed{seed}"), model,
                                        target, config)
 
 
@@ -166,7 +166,7 @@ def run_rows(results: Dict[str, dict]) -> List[dict]:
         parts = key.split("__")
         test = result.get("test_result") or {}
         row = {"shift": parts[0], "backbone": parts[1]}
-        if len(parts) == 3 and parts[2] in ("as_is", "full_target"):
+        if len(parts) == 3 and parts[2] in REFERENCES:
             row.update(share=1.0 if parts[2] == "full_target" else 0.0, setting=parts[2], seed="")
         elif len(parts) == 5:
             row.update(share=float(parts[2]), setting=parts[3], seed=int(parts[4].replace("seed", "")))
@@ -176,6 +176,11 @@ def run_rows(results: Dict[str, dict]) -> List[dict]:
         row.update(epochs=result.get("epochs_trained"), fit_seconds=round(fit_seconds(result), 2))
         rows.append(row)
     return rows
+
+
+def references(rows: List[dict], setting: str) -> Dict[Tuple[str, str], dict]:
+    """The ``as_is`` or ``full_target`` row of every (shift, backbone)."""
+    return {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == setting}
 
 
 def mean_std(values: List[float]) -> Tuple[float, float]:
@@ -196,11 +201,10 @@ def summary_rows(rows: List[dict]) -> List[dict]:
     and the gain over the source model as is in units of the method's std."""
     groups: Dict[tuple, List[dict]] = OrderedDict()
     for row in rows:
-        if row["setting"] in ("as_is", "full_target"):
+        if row["setting"] in REFERENCES:
             continue
         groups.setdefault((row["shift"], row["backbone"], row["share"], row["setting"]), []).append(row)
-    as_is = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "as_is"}
-    full = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "full_target"}
+    as_is, full = references(rows, "as_is"), references(rows, "full_target")
     out = []
     order = list(SETTINGS)
     for (shift, backbone, share, setting), group in sorted(
@@ -237,8 +241,7 @@ def _z(value) -> str:
 
 
 def markdown(rows: List[dict], summary: List[dict], seeds: int) -> str:
-    as_is = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "as_is"}
-    full = {(r["shift"], r["backbone"]): r for r in rows if r["setting"] == "full_target"}
+    as_is, full = references(rows, "as_is"), references(rows, "full_target")
     lines = [f"Test split of the target; mean ± std over seeds ({seeds} per cell unless `n` says fewer). "
              "`z FT`: TAA/DAA's per-seed gain in mean AUC over fine-tuning on the same sample, in units of "
              "that gain's std; `z src`: gain over the source model as is, in units of the method's std. "
@@ -287,7 +290,7 @@ def plot(rows: List[dict], summary: List[dict], path: str) -> Optional[str]:
                 x, y, e = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", markersize=3, capsize=2, label=label)
         for r in rows:
-            if (r["shift"], r["backbone"]) == (shift, backbone) and r["setting"] in ("as_is", "full_target"):
+            if (r["shift"], r["backbone"]) == (shift, backbone) and r["setting"] in REFERENCES:
                 style = ":" if r["setting"] == "as_is" else "--"
                 ax.axhline(r["mean_auc"], linestyle=style, color="grey", linewidth=1,
                            label=SETTINGS["as_is"] if r["setting"] == "as_is" else FULL_TARGET)

@@ -32,13 +32,12 @@ from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
-from recbole.utils import init_seed
 from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_mm.bench.runs import parse_overrides
+from recbole_mm.bench.speed import seeded_pipeline, time_epoch
 from recbole_mm.fileio import write_json_atomic, write_text_atomic
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.runner import build_config, build_pipeline
 from recbole_mm.utils import quiet_known_warnings
 
 PARTS = ("data", "item table", "sequence encoder", "scores + loss", "optimiser")
@@ -166,13 +165,9 @@ def main(argv=None) -> dict:
     args, extra = parser.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args.model, args.dataset, config_dict={"data_path": args.data_path, "state": "WARNING",
-                                                                 **parse_overrides(extra)})
-    init_seed(config["seed"], config["reproducibility"])
-    pipe = build_pipeline(config)
-    start = time.perf_counter()
-    pipe.trainer._train_epoch(pipe.train_data, 0, show_progress=False)
-    epoch_seconds = time.perf_counter() - start
+    pipe = seeded_pipeline(args.model, args.dataset, {"data_path": args.data_path, "state": "WARNING",
+                                                      "show_progress": False, **parse_overrides(extra)})
+    epoch_seconds = time_epoch(pipe, 0)
     profile = profile_epoch(pipe, args.max_batches)
     rate = matmul_rate()
     table = markdown(profile, rate, epoch_seconds, args)

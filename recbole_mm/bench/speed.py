@@ -61,16 +61,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
-    """Time ``epochs`` training epochs and one evaluation of one setting (in its own process)."""
+def seeded_pipeline(model: str, dataset: str, config_dict: dict):
+    """The run's pipeline (data, model, trainer) built after seeding, as a run builds it."""
     config = build_config(model, dataset, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    pipe = build_pipeline(config)
-    seconds = []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        pipe.trainer._train_epoch(pipe.train_data, epoch, show_progress=config["show_progress"])
-        seconds.append(time.perf_counter() - start)
+    return build_pipeline(config)
+
+
+def time_epoch(pipe, epoch: int) -> float:
+    """Seconds of one training epoch of the pipeline's trainer."""
+    start = time.perf_counter()
+    pipe.trainer._train_epoch(pipe.train_data, epoch, show_progress=pipe.config["show_progress"])
+    return time.perf_counter() - start
+
+
+def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
+    """Time ``epochs`` training epochs and one evaluation of one setting (in its own process)."""
+    pipe = seeded_pipeline(model, dataset, config_dict)
+    seconds = [time_epoch(pipe, epoch) for epoch in range(epochs)]
     start = time.perf_counter()
     pipe.trainer.evaluate(pipe.valid_data, load_best_model=False)
     row = {

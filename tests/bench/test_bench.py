@@ -90,3 +90,40 @@ def test_adaptation_benchmark_writes_tables_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     adaptation.main(args)
     assert "running" not in capsys.readouterr().out  # every run kept: nothing trained again
+
+
+def test_profile_splits_an_epoch_into_parts_with_their_flops(tiny_data_path, tmp_path):
+    """Every part that multiplies matrices has FLOPs and a time; the parts' FLOPs add up to those of
+    one fused training step; a model with a loss of its own is refused."""
+    import pytest
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recbole_mm.bench import profile
+    from recbole_mm.bench.speed import seeded_pipeline
+
+    result = profile.main(["--model=ANT", "--dataset=tiny", f"--data_path={tiny_data_path}", "--threads=1",
+                           "--max_batches=2", f"--out={tmp_path}", "--hidden_size=16", "--inner_size=16",
+                           "--train_batch_size=256"])
+    assert result["batches"] == 2 and result["positions"] > 0 and result["matmul_flops_per_second"] > 0
+    assert all(result["flops"][p] > 0 and result["seconds"][p] > 0
+               for p in ("item table", "sequence encoder", "scores + loss"))
+    assert (tmp_path / "profile-ANT-tiny.md").stat().st_size > 0
+
+    pipe = seeded_pipeline("ANT", "tiny", {"data_path": tiny_data_path, "hidden_size": 16, "inner_size": 16,
+                                           "train_batch_size": 256, "state": "WARNING"})
+    batch = next(iter(pipe.train_data))
+    parts = 0
+    for step in profile.part_steps(pipe.model, batch).values():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        parts += counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        pipe.model.calculate_loss(batch).backward()
+    assert parts == counter.get_total_flops()
+
+    pmmrec = seeded_pipeline("PMMRec", "tiny", {"data_path": tiny_data_path, "hidden_size": 16, "inner_size": 16,
+                                                "state": "WARNING"})
+    with pytest.raises(ValueError, match="loss of its own"):
+        profile.profile_epoch(pmmrec)
