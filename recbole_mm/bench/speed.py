@@ -4,17 +4,23 @@
     python -m recbole_mm.bench.speed --settings=all --epochs=1
     python -m recbole_mm.bench.speed --settings=all --train --only=0,5     # also train to early stopping
     python -m recbole_mm.bench.speed --settings=stock --epochs=2             # stock models: prefix vs whole sequences
+    python -m recbole_mm.bench.speed --dataset=Games --settings=scale --max_batches=30   # epochs estimated from 30 batches
 
 Every setting uses the same data, hidden size, inner size and batch size; speed-ups are taken
 against the first setting (stock RecBole SASRec). Each setting runs in a child process, so its
 peak resident memory is its own. With ``--train`` each chosen setting is also trained to early
 stopping through the runner and its test Recall@10 / NDCG@10 are reported (quality kept?).
+With ``--max_batches=N`` an epoch is estimated from its first N batches (after one untimed warm-up
+batch): seconds per batch x batches per epoch. The loaders shuffle (RecBole's) or draw their
+length buckets in random order (the plugin's), so the first N batches are a random sample of the
+epoch's; a stock epoch on a large data set then costs minutes, not hours.
 Prints a markdown table and writes it, with a JSON, to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import time
@@ -46,6 +52,12 @@ SETTINGS: Dict[str, List[Tuple[str, str, Dict]]] = {
         ("ANT + whole sequences + length bucketing (default)", "ANT", {}),
         ("ANT defaults + enable_amp (bfloat16 autocast on the CPU)", "ANT", {"enable_amp": True}),
     ],
+    # a larger data set: the plugin's default against stock SASRec on RecBole's loader and on whole sequences
+    "scale": [
+        ("SASRec (stock RecBole)", "SASRec", {}),
+        ("SASRec + stock_whole_sequence", "SASRec", {"stock_whole_sequence": True}),
+        ("ANT (defaults)", "ANT", {}),
+    ],
     # stock RecBole models, their code unchanged: prefix samples, bucketed prefix samples, whole sequences
     "stock": [
         ("SASRec (stock RecBole)", "SASRec", {}),
@@ -68,24 +80,56 @@ def seeded_pipeline(model: str, dataset: str, config_dict: dict):
     return build_pipeline(config)
 
 
-def time_epoch(pipe, epoch: int) -> float:
-    """Seconds of one training epoch of the pipeline's trainer."""
+class FirstBatches:
+    """The first ``n`` batches of a training loader, standing in for the loader in one
+    ``_train_epoch`` call (any other attribute is the loader's)."""
+
+    def __init__(self, loader, n: int):
+        self.loader = loader
+        self.n = min(n, len(loader))
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def time_epoch(pipe, epoch: int, max_batches: int = 0) -> float:
+    """Seconds of one training epoch of the pipeline's trainer; with ``max_batches`` the epoch's
+    estimate from that many batches (timed after one untimed warm-up batch)."""
+    show = pipe.config["show_progress"]
+    if max_batches <= 0 or max_batches >= len(pipe.train_data):
+        start = time.perf_counter()
+        pipe.trainer._train_epoch(pipe.train_data, epoch, show_progress=show)
+        return time.perf_counter() - start
+    pipe.trainer._train_epoch(FirstBatches(pipe.train_data, 1), epoch, show_progress=show)
+    sample = FirstBatches(pipe.train_data, max_batches)
     start = time.perf_counter()
-    pipe.trainer._train_epoch(pipe.train_data, epoch, show_progress=pipe.config["show_progress"])
-    return time.perf_counter() - start
+    pipe.trainer._train_epoch(sample, epoch, show_progress=show)
+    return (time.perf_counter() - start) / len(sample) * len(pipe.train_data)
 
 
-def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
-    """Time ``epochs`` training epochs and one evaluation of one setting (in its own process)."""
+def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool,
+                  max_batches: int = 0) -> dict:
+    """Time ``epochs`` training epochs (or their estimates from ``max_batches`` batches) and one
+    evaluation of one setting (in its own process), and the time to build data, model and trainer."""
+    start = time.perf_counter()
     pipe = seeded_pipeline(model, dataset, config_dict)
-    seconds = [time_epoch(pipe, epoch) for epoch in range(epochs)]
+    build_seconds = time.perf_counter() - start
+    seconds = [time_epoch(pipe, epoch, max_batches) for epoch in range(epochs)]
     start = time.perf_counter()
     pipe.trainer.evaluate(pipe.valid_data, load_best_model=False)
     row = {
         "model": model,
+        "build_seconds": build_seconds,
         "train_epoch_seconds": sum(seconds) / len(seconds),
         "eval_seconds": time.perf_counter() - start,
         "train_batches": len(pipe.train_data),
+        "timed_batches": min(max_batches, len(pipe.train_data)) if max_batches > 0 else len(pipe.train_data),
         "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
     }
     if train:
@@ -97,9 +141,9 @@ def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, trai
     return row
 
 
-def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool) -> dict:
+def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool, max_batches: int = 0) -> dict:
     """One setting in a fresh child process (its own peak memory)."""
-    row = run_in_child(_time_setting, model, dataset, config_dict, epochs, train)
+    row = run_in_child(_time_setting, model, dataset, config_dict, epochs, train, max_batches)
     if "error" in row:
         raise RuntimeError(f"benchmark setting {model} {config_dict} failed: {row['error']}")
     return row
@@ -110,8 +154,9 @@ def markdown_table(rows: List[dict], args) -> str:
     quality = any("test_recall@10" in r for r in rows)
     lines = [
         f"Data set {args.dataset}; hidden size {args.hidden_size}; batch size {args.train_batch_size} "
-        f"(prefix samples, or target positions with whole sequences); {args.epochs} timed epoch(s) per setting; "
-        f"torch threads {args.threads or 'default'}.",
+        f"(prefix samples, or target positions with whole sequences); {args.epochs} timed epoch(s) per setting"
+        + (f", each estimated from {args.max_batches} batches" if args.max_batches else "")
+        + f"; torch threads {args.threads or 'default'}.",
         "",
         "| setting | s / train epoch | speed-up | s / evaluation | batches / epoch | peak RSS (MB) |"
         + (" test Recall@10 | test NDCG@10 |" if quality else ""),
@@ -142,6 +187,9 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--only", default=None, help="comma-separated setting numbers (0-based) to run")
     parser.add_argument("--train", action="store_true", help="also train each setting to early stopping")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per setting")
+    parser.add_argument("--max_batches", type=int, default=0,
+                        help="estimate each epoch from its first N batches (0: time whole epochs)")
+    parser.add_argument("--feature_dir", default=None, help="where the item feature files are (default: beside the data)")
     parser.add_argument("--out", default="results/speed")
     args = parser.parse_args(argv)
 
@@ -152,6 +200,8 @@ def main(argv=None) -> List[dict]:
         "train_batch_size": args.train_batch_size,  # show_progress: bars when on a terminal (< 0.1 % of an epoch)
         "state": "WARNING",
     }
+    if args.feature_dir:
+        shared["feature_dir"] = args.feature_dir
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     chosen = list(enumerate(SETTINGS[args.settings]))
@@ -160,7 +210,7 @@ def main(argv=None) -> List[dict]:
         chosen = [(i, s) for i, s in chosen if i in keep or i == 0]  # the reference always runs
     rows = []
     for _, (label, model, overrides) in chosen:
-        row = run_setting(model, args.dataset, {**shared, **overrides}, args.epochs, args.train)
+        row = run_setting(model, args.dataset, {**shared, **overrides}, args.epochs, args.train, args.max_batches)
         row["setting"] = label
         rows.append(row)
         print(f"{label}: {row['train_epoch_seconds']:.1f} s/epoch, {row['eval_seconds']:.1f} s/eval, "

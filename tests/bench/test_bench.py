@@ -127,3 +127,53 @@ def test_profile_splits_an_epoch_into_parts_with_their_flops(tiny_data_path, tmp
                                                 "state": "WARNING"})
     with pytest.raises(ValueError, match="loss of its own"):
         profile.profile_epoch(pmmrec)
+
+
+def test_speed_estimates_an_epoch_from_its_first_batches(tiny_data_path):
+    """``max_batches``: exactly that many optimiser steps are timed (after one warm-up step), and the
+    estimate scales their seconds to the whole epoch's batches."""
+    from recbole_mm.bench.speed import FirstBatches, seeded_pipeline, time_epoch
+
+    pipe = seeded_pipeline("ANT", "tiny", {"data_path": tiny_data_path, "hidden_size": 16, "inner_size": 16,
+                                           "train_batch_size": 64, "state": "WARNING"})
+    total = len(pipe.train_data)
+    assert total >= 4
+    assert len(FirstBatches(pipe.train_data, 2)) == 2 and len(list(FirstBatches(pipe.train_data, 2))) == 2
+    assert len(FirstBatches(pipe.train_data, total + 5)) == total
+    steps = []
+    pipe.trainer.optimizer.register_step_post_hook(lambda *args: steps.append(1))
+    seconds = time_epoch(pipe, 0, max_batches=2)
+    assert len(steps) == 1 + 2 and seconds > 0  # warm-up + the timed sample, not the epoch
+    steps.clear()
+    time_epoch(pipe, 1)
+    assert len(steps) == len(pipe.train_data)  # this epoch's batches (packing varies by one with the order)
+
+
+def test_growth_benchmark_scales_users_and_resumes(tmp_path, capsys):
+    """Two scales of the Scientific-shaped synthetic data: twice the users give more training
+    batches; every cell is kept, so a second call measures nothing again; table, CSV and plot."""
+    from recbole_mm.bench import growth
+
+    out = tmp_path / "growth"
+    args = ["--scales=1,2", "--base_users=60", "--n_items=80", "--settings=stock", f"--data_path={tmp_path}",
+            "--hidden_size=16", "--train_batch_size=64", "--max_batches=2", "--threads=1", f"--out={out}"]
+    import recbole_mm.bench.speed as speed
+
+    original = speed.SETTINGS["stock"]
+    speed.SETTINGS["stock"] = original[:1] + original[2:3]  # stock SASRec: RecBole's loader, whole sequences
+    try:
+        rows = growth.main(args)
+    finally:
+        speed.SETTINGS["stock"] = original
+    assert [(r["users"], r["setting"]) for r in rows] == [
+        (60, "SASRec (stock RecBole)"), (60, "SASRec + stock_whole_sequence"),
+        (120, "SASRec (stock RecBole)"), (120, "SASRec + stock_whole_sequence")]
+    assert rows[2]["train_batches"] > rows[0]["train_batches"] and rows[3]["train_batches"] > rows[1]["train_batches"]
+    assert all(r["timed_batches"] == min(2, r["train_batches"]) and r["build_seconds"] > 0 for r in rows)
+    assert (out / "growth.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 120 | SASRec + stock_whole_sequence |" in (out / "growth.md").read_text()
+    assert len((out / "growth.csv").read_text().splitlines()) == 5
+    capsys.readouterr()
+    again = growth.main(args[:3] + ["--settings=stock"] + args[4:])
+    assert "done before, skipped" in capsys.readouterr().out
+    assert [r["train_epoch_seconds"] for r in again[:2]] == [r["train_epoch_seconds"] for r in rows[:2]]
