@@ -5,9 +5,9 @@
 
 The preset ``census_income`` (UCI Census-Income (KDD), the MMoE paper's data) has the tasks
 income > 50k (task 1, ``click``) and never married (task 2, ``conversion``) and three domain
-splits, each written as ``census_<split>_src`` / ``census_<split>_tgt``: ``sex`` (Female ->
-Male), ``citizenship`` (native-born in the United States -> foreign-born, not a citizen),
-``year`` (survey year 94 -> 95). ``instance_weight`` (a survey weight) is dropped.
+splits, each written as ``census_<split>_src`` / ``census_<split>_tgt``: ``sex`` (Male ->
+Female), ``sex_reverse`` (Female -> Male), ``citizenship`` (native-born in the United States ->
+foreign-born, not a citizen), ``year`` (survey year 94 -> 95). ``instance_weight`` (a survey weight) is dropped.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ CENSUS_TASKS = [{"name": "income_50k", "label": 'income_50k == "50000+."'},
                 {"name": "never_married", "label": 'marital_stat == "Never married"'}]
 # split -> (domain column, source values, target values)
 CENSUS_DOMAINS = {
-    "sex": ("sex", ["Female"], ["Male"]),
+    "sex": ("sex", ["Male"], ["Female"]),
+    "sex_reverse": ("sex", ["Female"], ["Male"]),
     "citizenship": ("citizenship", ["Native- Born in the United States"], ["Foreign born- Not a citizen of U S"]),
     "year": ("year", ["94"], ["95"]),
 }
