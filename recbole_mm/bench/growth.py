@@ -4,10 +4,11 @@
 
 Writes one synthetic data set per scale, shaped like Scientific (``--base_users`` 8,442 users,
 5,000 items, sequences of 5 to 9 items, about 7 as on Scientific) with ``scale`` times its users,
-and times each setting of ``bench.speed``'s ``--settings`` group on it (by default ``scale``: stock
-SASRec on RecBole's loader, stock SASRec on whole sequences, ANT's defaults), each in its own
-process: seconds to load the data and build the model, seconds per training epoch (estimated from
-``--max_batches`` batches), seconds per full evaluation, peak resident memory. Every (scale,
+and times three settings on it, each in its own process: stock SASRec on RecBole's loader, stock
+SASRec on whole sequences, ANT's defaults (seconds to load the data and build the model, seconds per
+training epoch estimated from ``--max_batches`` batches, seconds per full evaluation, peak resident
+memory). Stock SASRec's evaluation is RecBole's with either training loader, so it is timed once,
+in the whole-sequence row. Every (scale,
 setting) cell is kept as ``<out>/growth-<scale>x-<setting number>.json`` and skipped when it
 exists, so an interrupted run resumes. Writes ``growth.md``, ``growth.csv`` and ``growth.png``
 (time and memory against users, log-log).
@@ -20,12 +21,18 @@ import json
 import os
 from typing import List
 
-from recbole_mm.bench.speed import SETTINGS, run_setting
+from recbole_mm.bench.speed import run_setting
 from recbole_mm.data.synthetic import SyntheticSpec, write_dataset
 from recbole_mm.fileio import write_csv_atomic, write_figure_atomic, write_json_atomic, write_text_atomic
 from recbole_mm.utils import quiet_known_warnings
 
 SCIENTIFIC_USERS = 8442
+# (label, model, config overrides, timed evaluation?)
+SETTINGS = [
+    ("SASRec (stock RecBole)", "SASRec", {}, False),  # RecBole's evaluation: timed in the next row
+    ("SASRec + stock_whole_sequence", "SASRec", {"stock_whole_sequence": True}, True),
+    ("ANT (defaults)", "ANT", {}, True),
+]
 COLUMNS = ["scale", "users", "setting", "model", "build_seconds", "train_epoch_seconds", "eval_seconds",
            "train_batches", "timed_batches", "peak_rss_mb"]
 
@@ -39,7 +46,7 @@ def scaled_spec(scale: float, base_users: int, n_items: int) -> SyntheticSpec:
 
 def measure(args) -> List[dict]:
     """Every (scale, setting) cell, run or read back from its file."""
-    settings = SETTINGS[args.settings]
+    settings = [SETTINGS[int(i)] for i in args.only.split(",")] if args.only else SETTINGS
     shared = {"data_path": args.data_path, "hidden_size": args.hidden_size, "inner_size": args.hidden_size,
               "train_batch_size": args.train_batch_size, "state": "WARNING"}
     if args.threads:
@@ -48,7 +55,8 @@ def measure(args) -> List[dict]:
     rows = []
     for scale in [float(s) for s in args.scales.split(",")]:
         spec = scaled_spec(scale, args.base_users, args.n_items)
-        for number, (label, model, overrides) in enumerate(settings):
+        for label, model, overrides, evaluate in settings:
+            number = [s[0] for s in SETTINGS].index(label)
             cell = os.path.join(args.out, f"growth-{scale:g}x-{number}.json")
             if os.path.isfile(cell):
                 with open(cell, encoding="utf-8") as f:
@@ -56,14 +64,18 @@ def measure(args) -> List[dict]:
                 print(f"{spec.name} / {label}: done before, skipped", flush=True)
                 continue
             write_dataset(spec, args.data_path)
-            row = run_setting(model, spec.name, {**shared, **overrides}, 1, False, args.max_batches)
+            row = run_setting(model, spec.name, {**shared, **overrides}, 1, False, args.max_batches, evaluate)
             row.update({"scale": scale, "users": spec.n_users, "setting": label})
             write_json_atomic(cell, row)
             rows.append(row)
             print(f"{spec.name} / {label}: build {row['build_seconds']:.1f} s, "
-                  f"{row['train_epoch_seconds']:.1f} s/epoch, {row['eval_seconds']:.1f} s/eval, "
+                  f"{row['train_epoch_seconds']:.1f} s/epoch, {_seconds(row['eval_seconds'])} s/eval, "
                   f"{row['peak_rss_mb']:.0f} MB", flush=True)
     return rows
+
+
+def _seconds(value) -> str:
+    return "as below" if value is None else f"{value:.1f}"
 
 
 def markdown_table(rows: List[dict], args) -> str:
@@ -77,7 +89,7 @@ def markdown_table(rows: List[dict], args) -> str:
     ]
     for row in rows:
         lines.append(f"| {row['users']:,} | {row['setting']} | {row['build_seconds']:.1f} | "
-                     f"{row['train_epoch_seconds']:.1f} | {row['eval_seconds']:.1f} | {row['train_batches']} | "
+                     f"{row['train_epoch_seconds']:.1f} | {_seconds(row['eval_seconds'])} | {row['train_batches']} | "
                      f"{row['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -93,7 +105,7 @@ def plot(rows: List[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(13, 4))
     for axis, (key, title) in zip(axes, panels):
         for setting in dict.fromkeys(r["setting"] for r in rows):
-            points = sorted((r["users"], r[key]) for r in rows if r["setting"] == setting)
+            points = sorted((r["users"], r[key]) for r in rows if r["setting"] == setting and r[key] is not None)
             axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=setting)
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -112,7 +124,7 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--scales", default="1,10,100", help="comma-separated multiples of --base_users")
     parser.add_argument("--base_users", type=int, default=SCIENTIFIC_USERS)
     parser.add_argument("--n_items", type=int, default=5000)
-    parser.add_argument("--settings", default="scale", choices=sorted(SETTINGS))
+    parser.add_argument("--only", default=None, help="comma-separated setting numbers (0-based) to run")
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--hidden_size", type=int, default=256)
     parser.add_argument("--train_batch_size", type=int, default=2048)

@@ -114,20 +114,22 @@ def time_epoch(pipe, epoch: int, max_batches: int = 0) -> float:
 
 
 def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool,
-                  max_batches: int = 0) -> dict:
+                  max_batches: int = 0, evaluate: bool = True) -> dict:
     """Time ``epochs`` training epochs (or their estimates from ``max_batches`` batches) and one
-    evaluation of one setting (in its own process), and the time to build data, model and trainer."""
+    evaluation (unless not ``evaluate``: ``eval_seconds`` None) of one setting (in its own
+    process), and the time to build data, model and trainer."""
     start = time.perf_counter()
     pipe = seeded_pipeline(model, dataset, config_dict)
     build_seconds = time.perf_counter() - start
     seconds = [time_epoch(pipe, epoch, max_batches) for epoch in range(epochs)]
     start = time.perf_counter()
-    pipe.trainer.evaluate(pipe.valid_data, load_best_model=False)
+    if evaluate:
+        pipe.trainer.evaluate(pipe.valid_data, load_best_model=False)
     row = {
         "model": model,
         "build_seconds": build_seconds,
         "train_epoch_seconds": sum(seconds) / len(seconds),
-        "eval_seconds": time.perf_counter() - start,
+        "eval_seconds": time.perf_counter() - start if evaluate else None,
         "train_batches": len(pipe.train_data),
         "timed_batches": min(max_batches, len(pipe.train_data)) if max_batches > 0 else len(pipe.train_data),
         "parameters": sum(p.numel() for p in pipe.model.parameters() if p.requires_grad),
@@ -141,9 +143,10 @@ def _time_setting(model: str, dataset: str, config_dict: dict, epochs: int, trai
     return row
 
 
-def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool, max_batches: int = 0) -> dict:
+def run_setting(model: str, dataset: str, config_dict: dict, epochs: int, train: bool, max_batches: int = 0,
+                evaluate: bool = True) -> dict:
     """One setting in a fresh child process (its own peak memory)."""
-    row = run_in_child(_time_setting, model, dataset, config_dict, epochs, train, max_batches)
+    row = run_in_child(_time_setting, model, dataset, config_dict, epochs, train, max_batches, evaluate)
     if "error" in row:
         raise RuntimeError(f"benchmark setting {model} {config_dict} failed: {row['error']}")
     return row

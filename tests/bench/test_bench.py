@@ -151,29 +151,25 @@ def test_speed_estimates_an_epoch_from_its_first_batches(tiny_data_path):
 
 def test_growth_benchmark_scales_users_and_resumes(tmp_path, capsys):
     """Two scales of the Scientific-shaped synthetic data: twice the users give more training
-    batches; every cell is kept, so a second call measures nothing again; table, CSV and plot."""
+    batches; stock SASRec's evaluation is timed once (whole-sequence row); every cell is kept, so a
+    second call measures nothing again; table, CSV and plot."""
     from recbole_mm.bench import growth
 
     out = tmp_path / "growth"
-    args = ["--scales=1,2", "--base_users=60", "--n_items=80", "--settings=stock", f"--data_path={tmp_path}",
+    args = ["--scales=1,2", "--base_users=60", "--n_items=80", "--only=0,1", f"--data_path={tmp_path}",
             "--hidden_size=16", "--train_batch_size=64", "--max_batches=2", "--threads=1", f"--out={out}"]
-    import recbole_mm.bench.speed as speed
-
-    original = speed.SETTINGS["stock"]
-    speed.SETTINGS["stock"] = original[:1] + original[2:3]  # stock SASRec: RecBole's loader, whole sequences
-    try:
-        rows = growth.main(args)
-    finally:
-        speed.SETTINGS["stock"] = original
+    rows = growth.main(args)
     assert [(r["users"], r["setting"]) for r in rows] == [
         (60, "SASRec (stock RecBole)"), (60, "SASRec + stock_whole_sequence"),
         (120, "SASRec (stock RecBole)"), (120, "SASRec + stock_whole_sequence")]
     assert rows[2]["train_batches"] > rows[0]["train_batches"] and rows[3]["train_batches"] > rows[1]["train_batches"]
     assert all(r["timed_batches"] == min(2, r["train_batches"]) and r["build_seconds"] > 0 for r in rows)
+    assert rows[0]["eval_seconds"] is None and rows[1]["eval_seconds"] > 0
     assert (out / "growth.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| 120 | SASRec + stock_whole_sequence |" in (out / "growth.md").read_text()
+    table = (out / "growth.md").read_text()
+    assert "| 120 | SASRec + stock_whole_sequence |" in table and "| as below |" in table
     assert len((out / "growth.csv").read_text().splitlines()) == 5
     capsys.readouterr()
-    again = growth.main(args[:3] + ["--settings=stock"] + args[4:])
+    again = growth.main(args)
     assert "done before, skipped" in capsys.readouterr().out
-    assert [r["train_epoch_seconds"] for r in again[:2]] == [r["train_epoch_seconds"] for r in rows[:2]]
+    assert [r["train_epoch_seconds"] for r in again] == [r["train_epoch_seconds"] for r in rows]
