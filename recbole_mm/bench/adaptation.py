@@ -271,8 +271,57 @@ def markdown(rows: List[dict], summary: List[dict], seeds: int) -> str:
     return "\n".join(lines)
 
 
+GOAL_Z = 2.0  # issue 16's goal: TAA or DAA above fine-tuning and the source model by more than 2 sd
+
+
+def goal_rows(summary: List[dict]) -> List[dict]:
+    """Per (shift, backbone, share): the source model as is, fine-tuning and TAA / DAA (their plain
+    settings) with their z against both, and whether either clears both by more than ``GOAL_Z``."""
+    cells: Dict[tuple, Dict[str, dict]] = OrderedDict()
+    for s in summary:
+        cells.setdefault((s["shift"], s["backbone"], s["share"]), {})[s["setting"]] = s
+    out = []
+    for (shift, backbone, share), by_setting in cells.items():
+        row = {"shift": shift, "backbone": backbone, "share": share,
+               "fine_tune": by_setting.get("fine_tune", {}).get("mean_auc")}
+        met = False
+        for method in ("TAA", "DAA"):
+            s = by_setting.get(method)
+            if s is None:
+                continue
+            row[method] = s["mean_auc"]
+            row[f"{method}_source"] = s["mean_auc"] - s.get("gain_vs_as_is", float("nan"))
+            row[f"{method}_z_fine_tune"] = s.get("z_vs_fine_tune", float("nan"))
+            row[f"{method}_z_source"] = s.get("z_vs_as_is", float("nan"))
+            met = met or (row[f"{method}_z_fine_tune"] > GOAL_Z and row[f"{method}_z_source"] > GOAL_Z)
+        row["source"] = row.get("TAA_source", row.get("DAA_source"))
+        row["met"] = met
+        out.append(row)
+    return out
+
+
+def goal_markdown(goals: List[dict]) -> str:
+    """The goal check as a table: one row per (shift, backbone, share)."""
+    def method_cell(row, method):
+        if method not in row:
+            return "–"
+        return (f"{row[method]:.4f} ({_z(row[f'{method}_z_fine_tune'])} / {_z(row[f'{method}_z_source'])})")
+
+    lines = ["### Goal check: TAA or DAA above fine-tuning and the source model by more than 2 sd", "",
+             "Mean AUC; in brackets z against fine-tuning (paired) / against the source model as is.", "",
+             "| shift | backbone | share | source as is | fine-tune | TAA | DAA | met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in goals:
+        source = "–" if row["source"] is None or row["source"] != row["source"] else f"{row['source']:.4f}"
+        fine_tune = "–" if row["fine_tune"] is None else f"{row['fine_tune']:.4f}"
+        lines.append(f"| {row['shift']} | {row['backbone']} | {row['share']:.0%} | {source} | {fine_tune} | "
+                     f"{method_cell(row, 'TAA')} | {method_cell(row, 'DAA')} | {'yes' if row['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def plot(rows: List[dict], summary: List[dict], path: str) -> Optional[str]:
-    """Mean AUC (± std) against the target sample share, one panel per shift and backbone."""
+    """Mean AUC (± std) against the target sample share: a grid of panels, one row per shift and
+    one column per backbone."""
     if not summary:
         return None
     import matplotlib
@@ -280,25 +329,39 @@ def plot(rows: List[dict], summary: List[dict], path: str) -> Optional[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(OrderedDict(((s["shift"], s["backbone"]), None) for s in summary))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (shift, backbone) in zip(axes[0], panels):
+    shifts = list(OrderedDict((s["shift"], None) for s in summary))
+    backbones = list(OrderedDict((s["backbone"], None) for s in summary))
+    fig, grid = plt.subplots(len(shifts), len(backbones), figsize=(4.2 * len(backbones), 3.4 * len(shifts)),
+                             squeeze=False)
+    panels = [(shift, backbone) for shift in shifts for backbone in backbones]
+    for ax, (shift, backbone) in zip(grid.flat, panels):
+        shown = []  # the values the y-axis is fitted to: every setting but target-only training
         for setting, label in SETTINGS.items():
             points = sorted((s["share"], s["mean_auc"], s["mean_auc_std"]) for s in summary
                             if (s["shift"], s["backbone"], s["setting"]) == (shift, backbone, setting))
             if points:
                 x, y, e = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", markersize=3, capsize=2, label=label)
+                if setting != "target_only":
+                    shown += [v - d for v, d in zip(y, e)] + [v + d for v, d in zip(y, e)]
         for r in rows:
             if (r["shift"], r["backbone"]) == (shift, backbone) and r["setting"] in REFERENCES:
                 style = ":" if r["setting"] == "as_is" else "--"
                 ax.axhline(r["mean_auc"], linestyle=style, color="grey", linewidth=1,
                            label=SETTINGS["as_is"] if r["setting"] == "as_is" else FULL_TARGET)
+                shown.append(r["mean_auc"])
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+        elif shown:  # target-only training lies far below the others: fit the axis to the rest
+            low, high = min(shown), max(shown)
+            margin = max(0.002, 0.1 * (high - low))
+            ax.set_ylim(low - margin, high + margin)
+            ax.text(0.02, 0.02, "target only: below, if not shown", fontsize=6, transform=ax.transAxes)
         ax.set_xscale("log")
         ax.set_xlabel("target sample share")
         ax.set_ylabel("test mean AUC")
         ax.set_title(f"{shift} / {backbone}")
-    axes[0][0].legend(fontsize=7)
+    grid[0][0].legend(fontsize=7)
     fig.tight_layout()
     write_figure_atomic(fig, path)
     plt.close(fig)
@@ -309,6 +372,8 @@ def write_report(out: str, seeds: int) -> str:
     rows = run_rows(load_results(out))
     summary = summary_rows(rows)
     table = markdown(rows, summary, seeds)
+    if summary:
+        table += "\n" + goal_markdown(goal_rows(summary)) + "\n"
     write_text_atomic(os.path.join(out, "adaptation.md"), table + "\n")
     write_csv_atomic(os.path.join(out, "adaptation_runs.csv"), rows)
     if summary:
