@@ -38,15 +38,16 @@ COLUMNS = ["scale", "users", "setting", "model", "build_seconds", "train_epoch_s
 
 
 def scaled_spec(scale: float, base_users: int, n_items: int) -> SyntheticSpec:
-    """A Scientific-shaped synthetic data set with ``scale`` x ``base_users`` users."""
-    label = f"{scale:g}".replace(".", "p")
-    return SyntheticSpec(name=f"mm_growth_{label}x", seed=2026, n_users=int(round(scale * base_users)),
+    """A Scientific-shaped synthetic data set with ``scale`` x ``base_users`` users (its name holds
+    the user and item counts, so data sets of other sizes never share a folder)."""
+    n_users = int(round(scale * base_users))
+    return SyntheticSpec(name=f"mm_growth_{n_users}u_{n_items}i", seed=2026, n_users=n_users,
                          n_items=n_items, n_categories=64, min_length=5, max_length=9)
 
 
 def measure(args) -> List[dict]:
     """Every (scale, setting) cell, run or read back from its file."""
-    settings = [SETTINGS[int(i)] for i in args.only.split(",")] if args.only else SETTINGS
+    settings = [SETTINGS[i] for i in args.only] if args.only else SETTINGS
     shared = {"data_path": args.data_path, "hidden_size": args.hidden_size, "inner_size": args.hidden_size,
               "train_batch_size": args.train_batch_size, "state": "WARNING"}
     if args.threads:
@@ -57,7 +58,7 @@ def measure(args) -> List[dict]:
         spec = scaled_spec(scale, args.base_users, args.n_items)
         for label, model, overrides, evaluate in settings:
             number = [s[0] for s in SETTINGS].index(label)
-            cell = os.path.join(args.out, f"growth-{scale:g}x-{number}.json")
+            cell = os.path.join(args.out, f"growth-{spec.name}-{number}.json")
             if os.path.isfile(cell):
                 with open(cell, encoding="utf-8") as f:
                     rows.append(json.load(f))
@@ -132,6 +133,12 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per setting")
     parser.add_argument("--out", default="results/growth")
     args = parser.parse_args(argv)
+    if args.only:
+        try:
+            args.only = [int(i) for i in args.only.split(",")]
+            assert all(0 <= i < len(SETTINGS) for i in args.only)
+        except (ValueError, AssertionError):
+            parser.error(f"--only: comma-separated setting numbers from 0 to {len(SETTINGS) - 1}, got {args.only!r}")
 
     rows = measure(args)
     table = markdown_table(rows, args)

@@ -157,6 +157,8 @@ def test_growth_benchmark_scales_users_and_resumes(tmp_path, capsys):
     """Two scales of the Scientific-shaped synthetic data: twice the users give more training
     batches; stock SASRec's evaluation is timed once (whole-sequence row); every cell is kept, so a
     second call measures nothing again; table, CSV and plot."""
+    import pytest
+
     from recbole_mm.bench import growth
 
     out = tmp_path / "growth"
@@ -177,3 +179,5 @@ def test_growth_benchmark_scales_users_and_resumes(tmp_path, capsys):
     again = growth.main(args)
     assert "done before, skipped" in capsys.readouterr().out
     assert [r["train_epoch_seconds"] for r in again] == [r["train_epoch_seconds"] for r in rows]
+    with pytest.raises(SystemExit):  # a setting number that does not exist: a one-line usage error
+        growth.main(args[:3] + ["--only=7"] + args[4:])
