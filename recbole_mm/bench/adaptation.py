@@ -274,15 +274,17 @@ def markdown(rows: List[dict], summary: List[dict], seeds: int) -> str:
 GOAL_Z = 2.0  # issue 16's goal: TAA or DAA above fine-tuning and the source model by more than 2 sd
 
 
-def goal_rows(summary: List[dict]) -> List[dict]:
+def goal_rows(rows: List[dict], summary: List[dict]) -> List[dict]:
     """Per (shift, backbone, share): the source model as is, fine-tuning and TAA / DAA (their plain
     settings) with their z against both, and whether either clears both by more than ``GOAL_Z``."""
+    as_is = references(rows, "as_is")
     cells: Dict[tuple, Dict[str, dict]] = OrderedDict()
     for s in summary:
         cells.setdefault((s["shift"], s["backbone"], s["share"]), {})[s["setting"]] = s
     out = []
     for (shift, backbone, share), by_setting in cells.items():
         row = {"shift": shift, "backbone": backbone, "share": share,
+               "source": as_is.get((shift, backbone), {}).get("mean_auc"),
                "fine_tune": by_setting.get("fine_tune", {}).get("mean_auc")}
         met = False
         for method in ("TAA", "DAA"):
@@ -290,11 +292,9 @@ def goal_rows(summary: List[dict]) -> List[dict]:
             if s is None:
                 continue
             row[method] = s["mean_auc"]
-            row[f"{method}_source"] = s["mean_auc"] - s.get("gain_vs_as_is", float("nan"))
             row[f"{method}_z_fine_tune"] = s.get("z_vs_fine_tune", float("nan"))
             row[f"{method}_z_source"] = s.get("z_vs_as_is", float("nan"))
             met = met or (row[f"{method}_z_fine_tune"] > GOAL_Z and row[f"{method}_z_source"] > GOAL_Z)
-        row["source"] = row.get("TAA_source", row.get("DAA_source"))
         row["met"] = met
         out.append(row)
     return out
@@ -312,8 +312,7 @@ def goal_markdown(goals: List[dict]) -> str:
              "| shift | backbone | share | source as is | fine-tune | TAA | DAA | met |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in goals:
-        source = "–" if row["source"] is None or row["source"] != row["source"] else f"{row['source']:.4f}"
-        fine_tune = "–" if row["fine_tune"] is None else f"{row['fine_tune']:.4f}"
+        source, fine_tune = ("–" if row[k] is None else f"{row[k]:.4f}" for k in ("source", "fine_tune"))
         lines.append(f"| {row['shift']} | {row['backbone']} | {row['share']:.0%} | {source} | {fine_tune} | "
                      f"{method_cell(row, 'TAA')} | {method_cell(row, 'DAA')} | {'yes' if row['met'] else 'no'} |")
     return "\n".join(lines)
@@ -373,7 +372,7 @@ def write_report(out: str, seeds: int) -> str:
     summary = summary_rows(rows)
     table = markdown(rows, summary, seeds)
     if summary:
-        table += "\n" + goal_markdown(goal_rows(summary)) + "\n"
+        table += "\n" + goal_markdown(goal_rows(rows, summary)) + "\n"
     write_text_atomic(os.path.join(out, "adaptation.md"), table + "\n")
     write_csv_atomic(os.path.join(out, "adaptation_runs.csv"), rows)
     if summary:

@@ -8,9 +8,9 @@ and times three settings on it, each in its own process: stock SASRec on RecBole
 SASRec on whole sequences, ANT's defaults (seconds to load the data and build the model, seconds per
 training epoch estimated from ``--max_batches`` batches, seconds per full evaluation, peak resident
 memory). Stock SASRec's evaluation is RecBole's with either training loader, so it is timed once,
-in the whole-sequence row. Every (scale,
-setting) cell is kept as ``<out>/growth-<scale>x-<setting number>.json`` and skipped when it
-exists, so an interrupted run resumes. Writes ``growth.md``, ``growth.csv`` and ``growth.png``
+in the whole-sequence row. Every (data set, setting) cell is kept as
+``<out>/growth-<data set name>-<setting number>.json`` and skipped when it exists, so an
+interrupted run resumes. Writes ``growth.md``, ``growth.csv`` and ``growth.png``
 (time and memory against users, log-log).
 """
 
@@ -47,7 +47,7 @@ def scaled_spec(scale: float, base_users: int, n_items: int) -> SyntheticSpec:
 
 def measure(args) -> List[dict]:
     """Every (scale, setting) cell, run or read back from its file."""
-    settings = [SETTINGS[i] for i in args.only] if args.only else SETTINGS
+    numbers = args.only or range(len(SETTINGS))
     shared = {"data_path": args.data_path, "hidden_size": args.hidden_size, "inner_size": args.hidden_size,
               "train_batch_size": args.train_batch_size, "state": "WARNING"}
     if args.threads:
@@ -56,8 +56,8 @@ def measure(args) -> List[dict]:
     rows = []
     for scale in [float(s) for s in args.scales.split(",")]:
         spec = scaled_spec(scale, args.base_users, args.n_items)
-        for label, model, overrides, evaluate in settings:
-            number = [s[0] for s in SETTINGS].index(label)
+        for number in numbers:
+            label, model, overrides, evaluate = SETTINGS[number]
             cell = os.path.join(args.out, f"growth-{spec.name}-{number}.json")
             if os.path.isfile(cell):
                 with open(cell, encoding="utf-8") as f:
@@ -134,11 +134,10 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--out", default="results/growth")
     args = parser.parse_args(argv)
     if args.only:
-        try:
-            args.only = [int(i) for i in args.only.split(",")]
-            assert all(0 <= i < len(SETTINGS) for i in args.only)
-        except (ValueError, AssertionError):
+        numbers = [int(i) for i in args.only.split(",") if i.strip().isdigit()]
+        if len(numbers) != len(args.only.split(",")) or any(i >= len(SETTINGS) for i in numbers):
             parser.error(f"--only: comma-separated setting numbers from 0 to {len(SETTINGS) - 1}, got {args.only!r}")
+        args.only = numbers
 
     rows = measure(args)
     table = markdown_table(rows, args)

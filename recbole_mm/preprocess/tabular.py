@@ -4,10 +4,11 @@
     python -m recbole_mm.preprocess.tabular --preset census_income --src ../shared/datasets/census_income --out dataset/
 
 The preset ``census_income`` (UCI Census-Income (KDD), the MMoE paper's data) has the tasks
-income > 50k (task 1, ``click``) and never married (task 2, ``conversion``) and three domain
+income > 50k (task 1, ``click``) and never married (task 2, ``conversion``) and four domain
 splits, each written as ``census_<split>_src`` / ``census_<split>_tgt``: ``sex`` (Male ->
 Female), ``sex_reverse`` (Female -> Male), ``citizenship`` (native-born in the United States ->
-foreign-born, not a citizen), ``year`` (survey year 94 -> 95). ``instance_weight`` (a survey weight) is dropped.
+foreign-born, not a citizen), ``year`` (survey year 94 -> 95). ``instance_weight`` (a survey
+weight) is dropped.
 """
 
 from __future__ import annotations

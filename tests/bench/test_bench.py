@@ -85,7 +85,7 @@ def test_adaptation_benchmark_writes_tables_and_resumes(tmp_path, capsys):
     assert abs(taa["gain_vs_fine_tune"] - (taa["mean_auc"] - fine_tune["mean_auc"])) < 1e-9
     assert taa["z_vs_fine_tune"] != taa["z_vs_fine_tune"]  # NaN: two seeds give no usable std
     assert "| SharedBottom | – | source model as is | 1 |" in table and "| SharedBottom | 10% | TAA | 2 |" in table
-    goals = adaptation.goal_rows(adaptation.summary_rows(runs))
+    goals = adaptation.goal_rows(runs, adaptation.summary_rows(runs))
     assert len(goals) == 1 and goals[0]["TAA"] == taa["mean_auc"] and goals[0]["fine_tune"] == fine_tune["mean_auc"]
     assert goals[0]["met"] is False  # NaN z (two seeds) never counts as met
     assert "### Goal check" in table and f"| {taa['mean_auc']:.4f} (– / " in table
