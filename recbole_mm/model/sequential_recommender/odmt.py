@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from recbole_mm.model.abstract_recommender import MMSequentialRecommender
-from recbole_mm.model.encoders import TokenTransformer, feature_token_source
+from recbole_mm.model.encoders import TokenTransformer, feature_token_source, masked_mean
 from recbole_mm.model.losses import (
     distillation_kl, in_batch_ce, in_batch_layout, in_batch_logits, ramp_weight,
 )
@@ -63,6 +63,7 @@ class ODMT(MMSequentialRecommender):
     """
 
     ID_INITS = ("raw_mean", "projected_mean", "random")
+    TEXT_READOUTS = ("first", "mean")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -78,6 +79,10 @@ class ODMT(MMSequentialRecommender):
         self.id_init = "projected_mean" if config["id_init"] == "features" else config["id_init"]  # old name
         if self.id_init not in self.ID_INITS:
             raise ValueError(f"config key `id_init` must be one of {self.ID_INITS}, got {config['id_init']!r}")
+        self.text_readout = config["text_readout"] or "first"
+        if self.text_readout not in self.TEXT_READOUTS:
+            raise ValueError(f"config key `text_readout` must be one of {self.TEXT_READOUTS}, "
+                             f"got {config['text_readout']!r}")
         self.projections = nn.ModuleDict({m: nn.Linear(self.source.dims[m], hidden) for m in ("text", "image")})
         if self.id_init == "projected_mean":  # the ID table lives in the hidden space, no ID projection
             self.id_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
@@ -114,8 +119,9 @@ class ODMT(MMSequentialRecommender):
 
     @torch.no_grad()
     def init_id_from_features(self, projected: bool = False) -> None:
-        """ID embedding := mean of the item's first text token and first image token (those it has),
-        computed ``item_chunk_size`` items at a time.
+        """ID embedding := mean of the item's text and image summaries (those it has), computed
+        ``item_chunk_size`` items at a time; a summary is the modality's first token, or for text
+        with ``text_readout: mean`` the mean of its valid tokens.
 
         ``projected=False`` (``raw_mean``, the public code's ``init 1``: ``(v_feat[:, 0] +
         t_feat[:, 0]) / 2``, model.py): the raw features, the smaller one zero-padded to the larger
@@ -130,11 +136,19 @@ class ODMT(MMSequentialRecommender):
             count = torch.zeros(len(chunk), 1, device=ids.device)
             for m in ("text", "image"):
                 states, mask = tokens[m]
-                first = self.projections[m](states[:, 0]) if projected else states[:, 0]
+                summary = self.summary(m, states.to(total.dtype), mask)
+                first = self.projections[m](summary) if projected else summary
                 present = mask[:, 0].to(total.dtype).unsqueeze(-1)
                 total[:, : first.size(1)] += first * present
                 count += present
             self.id_embedding.weight[chunk] = total / count.clamp(min=1.0)
+
+    def summary(self, modality: str, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(n, T, d) states of one modality -> (n, d): the first token's, or for text with
+        ``text_readout: mean`` the mean over the item's valid tokens."""
+        if modality == "text" and self.text_readout == "mean":
+            return masked_mean(states, mask)
+        return states[:, 0]
 
     def id_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
         """(n,) ids -> (n, d) the ID token that enters the IMT (the public code: ``id_proj(id_encoder(ids))``)."""
@@ -174,7 +188,9 @@ class ODMT(MMSequentialRecommender):
         states = torch.cat([self.id_tokens(item_ids).unsqueeze(1), self.projections["text"](text),
                             self.projections["image"](image)], dim=1)
         out = self.imt(self.token_dropout(states), self.attention_allowed([text_mask, image_mask]))
-        picks = {"id": out[:, 0], "text": out[:, 1], "image": out[:, 1 + text.size(1)]}
+        n_text = text.size(1)
+        picks = {"id": out[:, 0], "text": self.summary("text", out[:, 1:1 + n_text], text_mask),
+                 "image": out[:, 1 + n_text]}
         reps = torch.stack([self.heads[b](picks[b]) for b in BRANCHES], dim=1)
         return reps * (item_ids > 0).view(-1, 1, 1).to(reps.dtype)
 
