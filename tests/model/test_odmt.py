@@ -261,7 +261,8 @@ def test_token_inputs_reach_every_text_token_and_ignore_padding(tiny_config, tok
 
 def test_items_without_any_token_stay_finite_and_id_starts_from_first_tokens(tiny_config, token_dir):
     folder, written = token_dir
-    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", id_init="raw_mean"))
+    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", id_init="raw_mean",
+                                           text_readout="first"))
     id2token = list(train._dataset.field2id_token["item_id"])
     lonely = id2token.index(written["none"][0])
     assert model.source.items["text"].counts[lonely] == 0 and model.source.items["image"].counts[lonely] == 0
@@ -269,7 +270,7 @@ def test_items_without_any_token_stay_finite_and_id_starts_from_first_tokens(tin
     with torch.no_grad():
         reps = model.encode_items(torch.tensor([lonely]))
     assert torch.isfinite(reps).all()
-    # raw_mean from the first (CLS) tokens, as the public code's (v_feat[:, 0] + t_feat[:, 0]) / 2
+    # text_readout: first: raw_mean from the first (CLS) tokens, as the public code's (v_feat[:, 0] + t_feat[:, 0]) / 2
     item = next(i for i in range(1, model.n_items) if model.source.items["text"].counts[i] > 0
                 and model.source.items["image"].counts[i] > 0)
     tokens = model.source(torch.tensor([item]))
@@ -277,6 +278,39 @@ def test_items_without_any_token_stay_finite_and_id_starts_from_first_tokens(tin
     expected = text.clone()
     expected[: image.numel()] += image
     torch.testing.assert_close(model.id_embedding.weight[item], expected / 2)
+
+
+@pytest.mark.parametrize("readout", ["first", "mean"])
+def test_text_readout_first_reads_the_first_token_and_mean_all_of_them(readout, tiny_config, token_dir):
+    folder, written = token_dir
+    _, train, _, model = build(tiny_config(**SMALL, feature_dir=folder, item_inputs="tokens", id_init="raw_mean",
+                                           text_readout=readout))
+    text = model.source.items["text"]
+    item = next(i for i in range(1, model.n_items) if text.counts[i] >= 3 and model.source.items["image"].counts[i])
+    row = int(text.rows[item])
+    model.eval()
+    ids = torch.tensor([item])
+    with torch.no_grad():
+        before = model.encode_items(ids)
+        original = text.tokens
+        swapped = np.array(original)
+        swapped[row, [0, 1]] = swapped[row, [1, 0]]  # the IMT has no positions: only the readout can tell
+        text.tokens = swapped
+        after = model.encode_items(ids)
+        text.tokens = original
+    if readout == "mean":
+        torch.testing.assert_close(before[0, 1], after[0, 1], rtol=1e-5, atol=1e-6)
+    else:
+        assert not torch.allclose(before[0, 1], after[0, 1], rtol=1e-3, atol=1e-4)
+    # raw_mean's ID row starts from the same text summary
+    tokens = model.source(ids)
+    states, mask = tokens["text"]
+    summary = states[0, 0] if readout == "first" else states[0, mask[0]].float().mean(0)
+    expected = summary.float().clone()
+    expected[: tokens["image"][0].size(-1)] += tokens["image"][0][0, 0].float()
+    torch.testing.assert_close(model.id_embedding.weight[item], expected / 2)
+    with pytest.raises(ValueError, match="text_readout"):
+        build(tiny_config(**SMALL, text_readout="last"))
 
 
 def test_item_inputs_pooled_and_auto(tiny_config, token_dir):

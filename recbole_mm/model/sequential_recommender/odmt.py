@@ -38,7 +38,8 @@ class ODMT(MMSequentialRecommender):
 
     Per item an ID token, the projected text token(s) and the projected image token(s) pass
     through ``imt_layers`` post-LN blocks, padding tokens masked as keys; the ID token's output
-    feeds the ID branch, the first text token the text branch, the first image token the image
+    feeds the ID branch, the mean of the text tokens' outputs (``text_readout: mean``; public
+    code: the first text token, BERT's CLS) the text branch, the first image token the image
     branch (public code: modules.py ``MergedAttentionFusion.forward``), each through its own
     MLP head and its own sequence backbone (``backbone``: sasrec | gru4rec). Loss: the sum of
     the branches' in-batch CE plus ``w * [KL(text<-ID) + KL(image<-ID) + KL(ID<-ensemble)]`` with
@@ -59,7 +60,8 @@ class ODMT(MMSequentialRecommender):
     Differences from the public code (docs/models/ODMT.md): the KD term is the KL divergence
     (soft CE minus the teacher's entropy, same student gradient, zero on agreement); the
     padding row is zero; candidates are the batch's distinct target items; text and image
-    features of different sizes are zero-padded to the larger size for ``raw_mean``.
+    features of different sizes are zero-padded to the larger size for ``raw_mean``; the text
+    summary (readout and ``raw_mean``) is the tokens' mean by default (``text_readout``).
     """
 
     ID_INITS = ("raw_mean", "projected_mean", "random")
@@ -79,7 +81,7 @@ class ODMT(MMSequentialRecommender):
         self.id_init = "projected_mean" if config["id_init"] == "features" else config["id_init"]  # old name
         if self.id_init not in self.ID_INITS:
             raise ValueError(f"config key `id_init` must be one of {self.ID_INITS}, got {config['id_init']!r}")
-        self.text_readout = config["text_readout"] or "first"
+        self.text_readout = config["text_readout"] or "mean"
         if self.text_readout not in self.TEXT_READOUTS:
             raise ValueError(f"config key `text_readout` must be one of {self.TEXT_READOUTS}, "
                              f"got {config['text_readout']!r}")
