@@ -1,0 +1,132 @@
+"""A user sample of an already-split benchmark folder (UniSRec / ANT layout, e.g. Games): the same
+files under a new data set name, holding every row of ``--users`` users drawn at random.
+
+Use it to make a large real target affordable on a CPU (Games has 50,546 users; a run of ANT on
+all of them costs ~6-10 minutes per epoch on one thread). The sampled users keep their whole
+histories, so the split (every prefix for training, leave-one-out validation and test) is the
+source folder's. Item-side files (``<D>.item2index``, ``<D>.text``) and the feature files of
+``--features`` (``<D>.text.npy/.keys``, ``<D>.image.*``, ``<D>.text_tokens.*``, …) are copied
+under the new name; every item keeps its features, and the run's item set is the items of the
+sampled users' rows (RecBole's)::
+
+    python -m recbole_mm.preprocess.subsample --src ../shared/datasets/Games --users 10000 \\
+        --features dataset/Games --out dataset
+    python run_recbole_mm.py --model=ANT --dataset=Games_u10000 --data_path=dataset
+
+The output folder is written whole or not at all; the same arguments give the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from recbole_mm.fileio import atomic_folder
+
+PARTS = ("train", "valid", "test")
+ITEM_FILES = ("item2index", "text")
+
+
+class SubsampleError(ValueError):
+    """Bad input of the subsample step (one line naming the file or argument)."""
+
+
+def inter_path(folder: str, name: str, part: str) -> str:
+    return os.path.join(folder, f"{name}.{part}.inter")
+
+
+def read_users(path: str) -> List[str]:
+    """The distinct values of the first column (the user) of an atomic .inter file, in file order."""
+    seen: Dict[str, None] = {}
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline()
+        if not header.split("\t")[0].startswith("user_id"):
+            raise SubsampleError(f"{path}: the first column must be the user (user_id:token), "
+                                 f"got {header.split(chr(9))[0].strip()!r}")
+        for line in handle:
+            seen.setdefault(line.split("\t", 1)[0], None)
+    return list(seen)
+
+
+def draw_users(users: Sequence[str], n_users: int, seed: int) -> set:
+    """``n_users`` of ``users`` drawn without replacement by ``numpy``'s generator of ``seed``."""
+    if not 0 < n_users <= len(users):
+        raise SubsampleError(f"--users must be between 1 and the data set's {len(users)} users, got {n_users}")
+    picked = np.random.default_rng(seed).choice(len(users), size=n_users, replace=False)
+    return {users[i] for i in picked}
+
+
+def filter_rows(src: str, dst: str, users: set) -> int:
+    """Copy the header and the rows of ``users`` of the .inter file ``src`` to ``dst``; rows written."""
+    rows = 0
+    with open(src, encoding="utf-8") as reader, open(dst, "w", encoding="utf-8") as writer:
+        writer.write(reader.readline())
+        for line in reader:
+            if line.split("\t", 1)[0] in users:
+                writer.write(line)
+                rows += 1
+    return rows
+
+
+def feature_files(folder: str, name: str) -> List[str]:
+    """Feature files of data set ``name`` in ``folder`` (``<name>.<kind>.npy/.keys`` and token files)."""
+    return sorted(p for p in glob.glob(os.path.join(folder, f"{name}.*"))
+                  if p.endswith((".npy", ".keys", ".json")))
+
+
+def subsample(src: str, out: str, n_users: int, seed: int = 2020, name: Optional[str] = None,
+              new_name: Optional[str] = None, features: Optional[str] = None) -> str:
+    """Write ``<out>/<new_name>/`` (default ``<name>_u<n_users>``, plus ``_s<seed>`` for a seed
+    other than 2020) and return its path; see the module docstring."""
+    name = name or os.path.basename(os.path.normpath(src))
+    new_name = new_name or f"{name}_u{n_users}" + ("" if seed == 2020 else f"_s{seed}")
+    for part in PARTS:
+        if not os.path.isfile(inter_path(src, name, part)):
+            raise SubsampleError(f"{inter_path(src, name, part)} not found: --src must hold "
+                                 f"{name}.train.inter, {name}.valid.inter and {name}.test.inter")
+    copies = [os.path.join(src, f"{name}.{kind}") for kind in ITEM_FILES]
+    copies = [p for p in copies if os.path.isfile(p)]
+    if features is not None:
+        found = feature_files(features, name)
+        if not found:
+            raise SubsampleError(f"--features {features}: no feature files {name}.*.npy there")
+        copies += found
+    chosen = draw_users(read_users(inter_path(src, name, "test")), n_users, seed)
+    target = os.path.join(out, new_name)
+    with atomic_folder(target) as tmp:
+        for part in PARTS:
+            filter_rows(inter_path(src, name, part), inter_path(tmp, new_name, part), chosen)
+        for path in copies:
+            suffix = os.path.basename(path)[len(name):]
+            shutil.copyfile(path, os.path.join(tmp, new_name + suffix))
+    return target
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", required=True, help="benchmark folder with <D>.train/.valid/.test.inter")
+    parser.add_argument("--users", type=int, required=True, help="number of users to keep")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--out", default="dataset", help="parent folder of the new data set folder")
+    parser.add_argument("--name", default=None, help="data set name in --src (default: its folder name)")
+    parser.add_argument("--new_name", default=None, help="name of the sample (default: <D>_u<users>)")
+    parser.add_argument("--features", default=None,
+                        help="folder with the data set's feature files (<D>.text.npy/.keys, ...) to copy")
+    args = parser.parse_args(argv)
+    try:
+        path = subsample(args.src, args.out, args.users, args.seed, args.name, args.new_name, args.features)
+    except SubsampleError as err:
+        parser.error(str(err))
+    counts = {part: sum(1 for _ in open(inter_path(path, os.path.basename(path), part))) - 1 for part in PARTS}
+    print(f"{path}: " + ", ".join(f"{part} {n} rows" for part, n in counts.items()))
+    print(f"next: python run_recbole_mm.py --model=ANT --dataset={os.path.basename(path)} "
+          f"--data_path={os.path.dirname(os.path.abspath(path))}")
+
+
+if __name__ == "__main__":
+    main()
