@@ -4,10 +4,11 @@ files under a new data set name, holding every row of ``--users`` users drawn at
 Use it to make a large real target affordable on a CPU (Games has 50,546 users; a run of ANT on
 all of them costs ~6-10 minutes per epoch on one thread). The sampled users keep their whole
 histories, so the split (every prefix for training, leave-one-out validation and test) is the
-source folder's. Item-side files (``<D>.item2index``, ``<D>.text``) and the feature files of
-``--features`` (``<D>.text.npy/.keys``, ``<D>.image.*``, ``<D>.text_tokens.*``, …) are copied
-under the new name; every item keeps its features, and the run's item set is the items of the
-sampled users' rows (RecBole's)::
+source folder's. Item-side files (``<D>.item2index``, ``<D>.text``) are copied under the new
+name; the feature files of ``--features`` (``<D>.text.npy/.keys``, ``<D>.image.*``,
+``<D>.text_tokens.*``, …: every array beside a ``.keys`` file, row by row) keep the rows of the
+items that occur in the sampled users' rows, the run's item set (a run rejects feature keys
+outside it)::
 
     python -m recbole_mm.preprocess.subsample --src ../shared/datasets/Games --users 10000 \\
         --features dataset/Games --out dataset
@@ -61,22 +62,41 @@ def draw_users(users: Sequence[str], n_users: int, seed: int) -> set:
     return {users[i] for i in picked}
 
 
-def filter_rows(src: str, dst: str, users: set) -> int:
-    """Copy the header and the rows of ``users`` of the .inter file ``src`` to ``dst``; rows written."""
-    rows = 0
+def filter_rows(src: str, dst: str, users: set) -> set:
+    """Copy the header and the rows of ``users`` of the .inter file ``src`` (columns user, item
+    list, item) to ``dst``; the items those rows hold."""
+    items: set = set()
     with open(src, encoding="utf-8") as reader, open(dst, "w", encoding="utf-8") as writer:
         writer.write(reader.readline())
         for line in reader:
-            if line.split("\t", 1)[0] in users:
+            fields = line.rstrip("\n").split("\t")
+            if fields[0] in users:
                 writer.write(line)
-                rows += 1
-    return rows
+                for field in fields[1:]:
+                    items.update(field.split())
+    return items
 
 
-def feature_files(folder: str, name: str) -> List[str]:
-    """Feature files of data set ``name`` in ``folder`` (``<name>.<kind>.npy/.keys`` and token files)."""
-    return sorted(p for p in glob.glob(os.path.join(folder, f"{name}.*"))
-                  if p.endswith((".npy", ".keys", ".json")))
+def feature_stems(folder: str, name: str) -> List[str]:
+    """Stems of the feature files of data set ``name`` in ``folder``: every ``<name>.<kind>.keys``."""
+    return sorted(p[: -len(".keys")] for p in glob.glob(os.path.join(folder, f"{name}.*.keys")))
+
+
+def filter_features(stem: str, out_stem: str, items: set) -> None:
+    """Write ``<out_stem>.keys`` and every array ``<stem>.*npy`` beside it with the rows of ``items``
+    (the pooled ``.npy``; a token file's ``.npy`` and ``.counts.npy``)."""
+    with open(stem + ".keys", encoding="utf-8") as handle:
+        keys = handle.read().split("\n")
+    keys = keys[:-1] if keys and keys[-1] == "" else keys
+    keep = np.array([key in items for key in keys], dtype=bool)
+    with open(out_stem + ".keys", "w", encoding="utf-8") as handle:
+        handle.write("".join(key + "\n" for key, kept in zip(keys, keep) if kept))
+    for path in sorted(glob.glob(glob.escape(stem) + ".*npy")):
+        suffix = path[len(stem):]  # .npy, .counts.npy
+        array = np.load(path, mmap_mode="r")
+        if len(array) != len(keys):
+            raise SubsampleError(f"{path}: {len(array)} rows but {len(keys)} keys in {stem}.keys")
+        np.save(out_stem + suffix, np.ascontiguousarray(array[keep]))
 
 
 def subsample(src: str, out: str, n_users: int, seed: int = 2020, name: Optional[str] = None,
@@ -91,19 +111,19 @@ def subsample(src: str, out: str, n_users: int, seed: int = 2020, name: Optional
                                  f"{name}.train.inter, {name}.valid.inter and {name}.test.inter")
     copies = [os.path.join(src, f"{name}.{kind}") for kind in ITEM_FILES]
     copies = [p for p in copies if os.path.isfile(p)]
-    if features is not None:
-        found = feature_files(features, name)
-        if not found:
-            raise SubsampleError(f"--features {features}: no feature files {name}.*.npy there")
-        copies += found
+    stems = feature_stems(features, name) if features is not None else []
+    if features is not None and not stems:
+        raise SubsampleError(f"--features {features}: no feature files {name}.<kind>.keys there")
     chosen = draw_users(read_users(inter_path(src, name, "test")), n_users, seed)
     target = os.path.join(out, new_name)
     with atomic_folder(target) as tmp:
+        items: set = set()
         for part in PARTS:
-            filter_rows(inter_path(src, name, part), inter_path(tmp, new_name, part), chosen)
+            items |= filter_rows(inter_path(src, name, part), inter_path(tmp, new_name, part), chosen)
         for path in copies:
-            suffix = os.path.basename(path)[len(name):]
-            shutil.copyfile(path, os.path.join(tmp, new_name + suffix))
+            shutil.copyfile(path, os.path.join(tmp, new_name + os.path.basename(path)[len(name):]))
+        for stem in stems:
+            filter_features(stem, os.path.join(tmp, new_name + os.path.basename(stem)[len(name):]), items)
     return target
 
 

@@ -15,23 +15,23 @@ HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 @pytest.fixture
 def bench_folder(tmp_path):
     """A benchmark folder ``Toy`` of 30 users in the Games layout (prefix training rows, leave-one-out
-    validation and test) with text features for its 20 items."""
+    validation and test) with text features for its 60 items."""
     rng = np.random.default_rng(0)
     src = tmp_path / "Toy"
     src.mkdir()
     rows = {part: [] for part in ("train", "valid", "test")}
     for user in range(30):
-        items = [int(i) for i in rng.choice(20, size=int(rng.integers(4, 8)), replace=False)]
+        items = [int(i) for i in rng.choice(60, size=int(rng.integers(4, 8)), replace=False)]
         for t in range(1, len(items) - 2):
             rows["train"].append(f"{user}\t{' '.join(map(str, items[:t]))}\t{items[t]}\n")
         rows["valid"].append(f"{user}\t{' '.join(map(str, items[:-2]))}\t{items[-2]}\n")
         rows["test"].append(f"{user}\t{' '.join(map(str, items[:-1]))}\t{items[-1]}\n")
     for part, lines in rows.items():
         (src / f"Toy.{part}.inter").write_text(HEADER + "".join(lines))
-    (src / "Toy.item2index").write_text("".join(f"K{i}\t{i}\n" for i in range(20)))
+    (src / "Toy.item2index").write_text("".join(f"K{i}\t{i}\n" for i in range(60)))
     features = tmp_path / "features"
-    write_feature_file(str(features / "Toy.text"), [str(i) for i in range(20)],
-                       rng.normal(size=(20, 8)).astype(np.float32))
+    write_feature_file(str(features / "Toy.text"), [str(i) for i in range(60)],
+                       rng.normal(size=(60, 8)).astype(np.float32))
     return str(src), str(features), rows
 
 
@@ -52,10 +52,15 @@ def test_sample_keeps_every_row_of_the_drawn_users_and_copies_features(bench_fol
         assert kept[0] == HEADER
         expected = [line for line in rows[part] if line.split("\t", 1)[0] in set(test_users)]
         assert kept[1:] == expected  # every row of the drawn users, in file order, nothing else
-    for suffix in (".item2index", ".text.npy", ".text.keys"):
-        assert os.path.isfile(os.path.join(out, "Toy_u12" + suffix))
-    np.testing.assert_array_equal(np.load(os.path.join(out, "Toy_u12.text.npy")),
-                                  np.load(os.path.join(features, "Toy.text.npy")))
+    assert os.path.isfile(os.path.join(out, "Toy_u12.item2index"))
+    # features: the rows of the items in the kept rows (a run rejects other keys), aligned with their keys
+    items = {item for part in ("train", "valid", "test")
+             for line in open(os.path.join(out, f"Toy_u12.{part}.inter")).readlines()[1:]
+             for field in line.rstrip("\n").split("\t")[1:] for item in field.split()}
+    keys = open(os.path.join(out, "Toy_u12.text.keys")).read().split()
+    assert set(keys) == items and len(items) < 60
+    original = np.load(os.path.join(features, "Toy.text.npy"))
+    np.testing.assert_array_equal(np.load(os.path.join(out, "Toy_u12.text.npy")), original[[int(k) for k in keys]])
     again = subsample(src, str(tmp_path / "again"), 12, features=features)
     assert users_of(os.path.join(again, "Toy_u12.train.inter")) == users_of(os.path.join(out, "Toy_u12.train.inter"))
     other = subsample(src, str(tmp_path / "other"), 12, seed=7)
@@ -76,15 +81,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(bench_folder, tmp_path, capsys
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_sample_trains_through_the_runner(bench_folder, tmp_path):
+def test_sample_trains_ant_on_its_features(bench_folder, tmp_path):
+    from helpers import TINY_MODEL
     from recbole_mm.runner import run
 
     src, features, _ = bench_folder
-    out = subsample(src, str(tmp_path / "data"), 20, features=features)
-    result = run("SASRec", "Toy_u20", config_dict={
-        "data_path": str(tmp_path / "data"), "epochs": 1, "hidden_size": 8, "embedding_size": 8, "n_layers": 1,
-        "n_heads": 1, "inner_size": 16, "train_batch_size": 32, "eval_batch_size": 64, "show_progress": False,
-        "checkpoint_dir": str(tmp_path / "saved"), "MAX_ITEM_LIST_LENGTH": 10, "topk": [10],
-        "valid_metric": "NDCG@10"})
-    assert 0 <= result["test_result"]["recall@10"] <= 1
-    assert os.path.isdir(out)
+    subsample(src, str(tmp_path / "data"), 20, features=features)
+    result = run("ANT", "Toy_u20", config_dict={
+        **TINY_MODEL, "data_path": str(tmp_path / "data"), "epochs": 1, "show_progress": False,
+        "checkpoint_dir": str(tmp_path / "saved"), "topk": [10], "valid_metric": "NDCG@10"})
+    assert 0 <= result["test_result"]["recall@10"] <= 1  # the sample's text features load (no unknown keys)
