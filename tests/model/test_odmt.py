@@ -173,6 +173,24 @@ def test_defaults_follow_the_public_code():
     assert defaults["id_init"] == "raw_mean" and defaults["branch_metrics"] is False
 
 
+def test_optimiser_is_the_public_codes_adamw_with_decay_and_clipping(tiny_config):
+    """AdamW, weight decay 0.1 on every parameter, gradient norm clipped at 5 (public main.py)."""
+    from recbole_mm.utils import get_trainer
+
+    config, train, _, model = build(tiny_config(**SMALL))
+    trainer = get_trainer(config["MODEL_TYPE"], "ODMT")(config, model)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    (group,) = trainer.optimizer.param_groups
+    assert group["weight_decay"] == 0.1 and len(group["params"]) == len(list(model.parameters()))
+    assert trainer.clip_grad_norm == {"max_norm": 5}
+    model.train()
+    loss = model.calculate_loss(next(iter(train)))
+    (loss * 1e6).backward()  # a huge gradient: the trainer's clipping brings it to norm 5
+    torch.nn.utils.clip_grad_norm_(model.parameters(), **trainer.clip_grad_norm)
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None))
+    assert total == pytest.approx(5.0, rel=1e-3)
+
+
 def test_branch_metrics_report_each_branch_and_keep_the_fused_result(tiny_config):
     from recbole_mm.trainer import MMTrainer
 
