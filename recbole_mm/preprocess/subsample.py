@@ -5,10 +5,10 @@ Use it to make a large real target affordable on a CPU (Games has 50,546 users; 
 all of them costs ~6-10 minutes per epoch on one thread). The sampled users keep their whole
 histories, so the split (every prefix for training, leave-one-out validation and test) is the
 source folder's. Item-side files (``<D>.item2index``, ``<D>.text``) are copied under the new
-name; the feature files of ``--features`` (``<D>.text.npy/.keys``, ``<D>.image.*``,
-``<D>.text_tokens.*``, …: every array beside a ``.keys`` file, row by row) keep the rows of the
-items that occur in the sampled users' rows, the run's item set (a run rejects feature keys
-outside it)::
+name; the feature files of ``--features`` (every ``<D>.<kind>.keys`` with its arrays: pooled
+``<D>.text`` / ``<D>.image``, token files ``<D>.text_tokens`` …) keep the rows of the items
+that occur in the sampled users' rows, the run's item set (a run rejects feature keys outside
+it)::
 
     python -m recbole_mm.preprocess.subsample --src ../shared/datasets/Games --users 10000 \\
         --features dataset/Games --out dataset
@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import os
 import shutil
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from recbole_mm.data.atomic_files import DataFileError, read_atomic_header
+from recbole_mm.data.features import read_feature_file, write_feature_file
+from recbole_mm.data.token_features import read_token_feature_file, token_file_paths, write_token_feature_file
 from recbole_mm.fileio import atomic_folder
 
 PARTS = ("train", "valid", "test")
@@ -43,12 +47,12 @@ def inter_path(folder: str, name: str, part: str) -> str:
 
 def read_users(path: str) -> List[str]:
     """The distinct values of the first column (the user) of an atomic .inter file, in file order."""
+    first = read_atomic_header(path)[0][0]
+    if first != "user_id":
+        raise SubsampleError(f"{path}: the first column must be the user (user_id:token), got {first!r}")
     seen: Dict[str, None] = {}
     with open(path, encoding="utf-8") as handle:
-        header = handle.readline()
-        if not header.split("\t")[0].startswith("user_id"):
-            raise SubsampleError(f"{path}: the first column must be the user (user_id:token), "
-                                 f"got {header.split(chr(9))[0].strip()!r}")
+        handle.readline()
         for line in handle:
             seen.setdefault(line.split("\t", 1)[0], None)
     return list(seen)
@@ -62,19 +66,20 @@ def draw_users(users: Sequence[str], n_users: int, seed: int) -> set:
     return {users[i] for i in picked}
 
 
-def filter_rows(src: str, dst: str, users: set) -> set:
+def filter_rows(src: str, dst: str, users: set) -> Tuple[int, set]:
     """Copy the header and the rows of ``users`` of the .inter file ``src`` (columns user, item
-    list, item) to ``dst``; the items those rows hold."""
-    items: set = set()
+    list, item) to ``dst``; the number of rows written and the items they hold."""
+    rows, items = 0, set()
     with open(src, encoding="utf-8") as reader, open(dst, "w", encoding="utf-8") as writer:
         writer.write(reader.readline())
         for line in reader:
             fields = line.rstrip("\n").split("\t")
             if fields[0] in users:
                 writer.write(line)
+                rows += 1
                 for field in fields[1:]:
                     items.update(field.split())
-    return items
+    return rows, items
 
 
 def feature_stems(folder: str, name: str) -> List[str]:
@@ -83,20 +88,18 @@ def feature_stems(folder: str, name: str) -> List[str]:
 
 
 def filter_features(stem: str, out_stem: str, items: set) -> None:
-    """Write ``<out_stem>.keys`` and every array ``<stem>.*npy`` beside it with the rows of ``items``
-    (the pooled ``.npy``; a token file's ``.npy`` and ``.counts.npy``)."""
-    with open(stem + ".keys", encoding="utf-8") as handle:
-        keys = handle.read().split("\n")
-    keys = keys[:-1] if keys and keys[-1] == "" else keys
-    keep = np.array([key in items for key in keys], dtype=bool)
-    with open(out_stem + ".keys", "w", encoding="utf-8") as handle:
-        handle.write("".join(key + "\n" for key, kept in zip(keys, keep) if kept))
-    for path in sorted(glob.glob(glob.escape(stem) + ".*npy")):
-        suffix = path[len(stem):]  # .npy, .counts.npy
-        array = np.load(path, mmap_mode="r")
-        if len(array) != len(keys):
-            raise SubsampleError(f"{path}: {len(array)} rows but {len(keys)} keys in {stem}.keys")
-        np.save(out_stem + suffix, np.ascontiguousarray(array[keep]))
+    """Write the feature file ``out_stem`` with the rows of ``items`` of the feature file ``stem``:
+    a token file (``.npy`` + ``.counts.npy`` + ``.keys``) or a pooled one (``.npy`` + ``.keys``),
+    read and written by the project's validated readers and writers."""
+    if os.path.isfile(token_file_paths(stem)[1]):
+        keys, tokens, counts = read_token_feature_file(stem)
+        kept = [row for row, key in enumerate(keys) if key in items]
+        write_token_feature_file(out_stem, [keys[row] for row in kept], tokens[kept], counts[kept],
+                                 max_tokens=tokens.shape[1])
+    else:
+        keys, matrix = read_feature_file(stem)
+        kept = [row for row, key in enumerate(keys) if key in items]
+        write_feature_file(out_stem, [keys[row] for row in kept], matrix[kept])
 
 
 def subsample(src: str, out: str, n_users: int, seed: int = 2020, name: Optional[str] = None,
@@ -119,7 +122,9 @@ def subsample(src: str, out: str, n_users: int, seed: int = 2020, name: Optional
     with atomic_folder(target) as tmp:
         items: set = set()
         for part in PARTS:
-            items |= filter_rows(inter_path(src, name, part), inter_path(tmp, new_name, part), chosen)
+            rows, part_items = filter_rows(inter_path(src, name, part), inter_path(tmp, new_name, part), chosen)
+            items |= part_items
+            logging.getLogger(__name__).info(f"{new_name}.{part}.inter: {rows} rows")
         for path in copies:
             shutil.copyfile(path, os.path.join(tmp, new_name + os.path.basename(path)[len(name):]))
         for stem in stems:
@@ -138,12 +143,12 @@ def main(argv=None) -> None:
     parser.add_argument("--features", default=None,
                         help="folder with the data set's feature files (<D>.text.npy/.keys, ...) to copy")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         path = subsample(args.src, args.out, args.users, args.seed, args.name, args.new_name, args.features)
-    except SubsampleError as err:
+    except (SubsampleError, DataFileError) as err:  # DataFileError: a malformed .inter header or feature file
         parser.error(str(err))
-    counts = {part: sum(1 for _ in open(inter_path(path, os.path.basename(path), part))) - 1 for part in PARTS}
-    print(f"{path}: " + ", ".join(f"{part} {n} rows" for part, n in counts.items()))
+    print(path)
     print(f"next: python run_recbole_mm.py --model=ANT --dataset={os.path.basename(path)} "
           f"--data_path={os.path.dirname(os.path.abspath(path))}")
 

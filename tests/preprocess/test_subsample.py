@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recbole_mm.data.features import write_feature_file
+from recbole_mm.data.token_features import read_token_feature_file, write_token_feature_file
 from recbole_mm.preprocess.subsample import SubsampleError, main, subsample
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -32,6 +33,8 @@ def bench_folder(tmp_path):
     features = tmp_path / "features"
     write_feature_file(str(features / "Toy.text"), [str(i) for i in range(60)],
                        rng.normal(size=(60, 8)).astype(np.float32))
+    write_token_feature_file(str(features / "Toy.text_tokens"), [str(i) for i in range(60)],
+                             rng.normal(size=(60, 5, 8)).astype(np.float32), counts=rng.integers(1, 6, size=60))
     return str(src), str(features), rows
 
 
@@ -61,6 +64,12 @@ def test_sample_keeps_every_row_of_the_drawn_users_and_copies_features(bench_fol
     assert set(keys) == items and len(items) < 60
     original = np.load(os.path.join(features, "Toy.text.npy"))
     np.testing.assert_array_equal(np.load(os.path.join(out, "Toy_u12.text.npy")), original[[int(k) for k in keys]])
+    token_keys, tokens, counts = read_token_feature_file(os.path.join(out, "Toy_u12.text_tokens"))
+    all_keys, all_tokens, all_counts = read_token_feature_file(os.path.join(features, "Toy.text_tokens"))
+    picked = [all_keys.index(k) for k in token_keys]
+    assert token_keys == keys  # the token file keeps the same items, in its own order
+    np.testing.assert_array_equal(tokens, all_tokens[picked])
+    np.testing.assert_array_equal(counts, all_counts[picked])
     again = subsample(src, str(tmp_path / "again"), 12, features=features)
     assert users_of(os.path.join(again, "Toy_u12.train.inter")) == users_of(os.path.join(out, "Toy_u12.train.inter"))
     other = subsample(src, str(tmp_path / "other"), 12, seed=7)

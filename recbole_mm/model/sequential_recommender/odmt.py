@@ -139,9 +139,9 @@ class ODMT(MMSequentialRecommender):
             for m in ("text", "image"):
                 states, mask = tokens[m]
                 summary = self.summary(m, states.to(total.dtype), mask)
-                first = self.projections[m](summary) if projected else summary
+                vector = self.projections[m](summary) if projected else summary
                 present = mask[:, 0].to(total.dtype).unsqueeze(-1)
-                total[:, : first.size(1)] += first * present
+                total[:, : vector.size(1)] += vector * present
                 count += present
             self.id_embedding.weight[chunk] = total / count.clamp(min=1.0)
 
