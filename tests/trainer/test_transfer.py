@@ -459,6 +459,32 @@ def test_auto_adaptation_picks_the_best_validation_mode_and_equals_its_own_run(p
                                                     auto_candidates=["ground_built", "finetune"], **common))
 
 
+def test_auto_replayed_from_the_mode_runs_equals_a_real_auto_run(pretrained, domains_path, tmp_path):
+    """bench.auto_replay: given the three modes' own runs (same seed), the replay names the same
+    winner, the same epochs and best validation score of every candidate, and the same test figures
+    as a real auto run, for both strategies; early stopping makes the candidates stop at different
+    epochs."""
+    from recbole_mm.bench.auto_replay import CandidateRun, replay
+
+    common = dict(pretrained_checkpoint=pretrained["checkpoint"], epochs=8, stopping_step=0, learning_rate=0.03)
+    runs = {mode: CandidateRun.from_result(run("ANT", "tiny", config_dict=base_config(
+        domains_path, tmp_path / mode, adaptation=mode, **common)), mode) for mode in ("ground_built", "fine_tune",
+                                                                                        "re_learning")}
+    for strategy, settings in (("guarded", dict(auto_probe_epochs=2, auto_budget=1.0)),
+                               ("commit", dict(auto_probe_epochs=2))):
+        real = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / f"auto_{strategy}", adaptation="auto",
+                                                          auto_strategy=strategy, **settings, **common))
+        info = real["adaptation"]["auto"]
+        replayed = replay(runs, strategy, settings["auto_probe_epochs"], settings.get("auto_budget", 0.0))
+        assert replayed["winner"] == info["winner"]
+        assert {m: r["epochs"] for m, r in replayed["candidates_run"].items()} == \
+            {m: r["epochs"] for m, r in info["candidates_run"].items()}
+        assert all(replayed["candidates_run"][m]["best_valid_score"] == pytest.approx(r["best_valid_score"])
+                   for m, r in info["candidates_run"].items() if r["epochs"])
+        assert replayed["test"] == real["test_result"]
+    assert len({len(r.scores) for r in runs.values()}) > 1  # the candidates stopped at different epochs
+
+
 def test_misleading_source_shows_other_categories_with_the_same_transitions():
     """mm_src_mislead's kind of domain: items of category c carry the features that category
     mislead[c] has everywhere else; the transitions are the target's."""
