@@ -9,6 +9,7 @@ RecBole's parts; RecBole's quick-start module is never imported (it pulls in ray
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -279,9 +280,7 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     strategy = config["auto_strategy"] or "guarded"
     check_choice("auto_strategy", strategy, AUTO_STRATEGIES)
     probe_epochs, budget = int(config["auto_probe_epochs"]), float(config["auto_budget"])
-    if probe_epochs < 1 or budget < 0:
-        raise ValueError(f"config keys `auto_probe_epochs` (>= 1) and `auto_budget` (>= 0): got {probe_epochs}, "
-                         f"{budget}")
+    check_auto_race_settings(probe_epochs, budget)
     sign = 1.0 if config["valid_metric_bigger"] else -1.0
     runs = {}
     for mode in candidates:
@@ -305,9 +304,9 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         return sign * float(runs[mode]["trainer"].best_valid_score)
 
     if strategy == "commit":
-        _probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
+        probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
     else:
-        _guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
+        guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
     winner = max(candidates, key=score)
     rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
                   "stopped_early": runs[m]["trainer"].cur_step > runs[m]["trainer"].stopping_step} for m in candidates}
@@ -325,7 +324,14 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
                     runs[winner]["trainer"], adaptation, trained=True)
 
 
-def _probe_then_commit(runs: dict, candidates: List[str], probe_epochs: int, train_one_epoch: Callable,
+def check_auto_race_settings(probe_epochs: int, budget: float) -> None:
+    """``ValueError`` naming the config keys unless ``auto_probe_epochs`` >= 1 and ``auto_budget`` >= 0."""
+    if probe_epochs < 1 or budget < 0:
+        raise ValueError(f"config keys `auto_probe_epochs` (>= 1) and `auto_budget` (>= 0): got {probe_epochs}, "
+                         f"{budget}")
+
+
+def probe_then_commit(runs: dict, candidates: List[str], probe_epochs: int, train_one_epoch: Callable,
                        score: Callable, sign: float, logger: logging.Logger) -> None:
     """``auto_strategy: commit``: every candidate ``probe_epochs`` epochs, then the leader to its end."""
     for mode in candidates:
@@ -338,7 +344,7 @@ def _probe_then_commit(runs: dict, candidates: List[str], probe_epochs: int, tra
         train_one_epoch(leader)
 
 
-def _guarded_race(runs: dict, candidates: List[str], probe_epochs: int, budget: float, train_one_epoch: Callable,
+def guarded_race(runs: dict, candidates: List[str], probe_epochs: int, budget: float, train_one_epoch: Callable,
                   score: Callable, sign: float, logger: logging.Logger) -> None:
     """``auto_strategy: guarded``: ground-built to its end; the transfer modes probed, the best of
     them on within ``budget`` x ground-built's epochs."""
@@ -406,6 +412,9 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "test_result": _plain(test_result),
         "test_rows": len(pipe.test_data._dataset) if pipe.test_data is not None else None,  # users, for sequential data
         "epochs_trained": len(epoch_seconds),  # all epochs of the run, also those before a resume
+        "epochs_limit": config["epochs"],
+        # how training ended: by early stopping, else at epochs_limit or cut short (a resume with fewer epochs)
+        "stopped_early": bool(getattr(trainer, "cur_step", 0) > getattr(trainer, "stopping_step", math.inf)),
         "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -46,6 +47,24 @@ def recall_standard_error(recall: float, n_users: int) -> Optional[float]:
     if recall is None or not n_users:
         return None
     return math.sqrt(recall * (1 - recall) / n_users)
+
+
+def run_key(model: str, entry: str, seed: Optional[int]) -> str:
+    """The key (file name without ``.json``) of one target run in a transfer table's folder."""
+    return f"{model}-{safe_name(entry)}" + (f"-seed{seed}" if seed is not None else "")
+
+
+_PLAIN_RUN_KEY = re.compile(r"^(?P<model>.+?)-(?P<mode>" + "|".join(ADAPTATION_CHOICES)
+                            + r")(?:-seed(?P<seed>\d+))?$")
+
+
+def parse_run_key(key: str) -> Optional[Tuple[str, str, Optional[int]]]:
+    """(model, mode, seed) of a :func:`run_key` whose entry is a plain mode (no settings of its own);
+    ``None`` for any other key."""
+    match = _PLAIN_RUN_KEY.match(key)
+    if not match:
+        return None
+    return match["model"], match["mode"], int(match["seed"]) if match["seed"] else None
 
 
 def transfer_table(models: List[str], target: str, sources: List[str], overrides: dict, out: str,
@@ -71,7 +90,7 @@ def transfer_table(models: List[str], target: str, sources: List[str], overrides
                 config = {**overrides, **own, "adaptation": mode}
                 if mode != "ground_built":
                     config["pretrained_checkpoint"] = checkpoint
-                key = f"{model}-{safe_name(entry)}" + (f"-seed{seed}" if seed is not None else "")
+                key = run_key(model, entry, seed)
                 if seed is not None:
                     config["seed"] = seed
                 result = cached_run(out, key, model, target, config)

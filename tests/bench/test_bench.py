@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from recbole_mm.bench import speed
 
 
@@ -183,49 +185,82 @@ def test_growth_benchmark_scales_users_and_resumes(tmp_path, capsys):
         growth.main(args[:3] + ["--only=7"] + args[4:])
 
 
-def _mode_result(scores, recall, seconds=1.0):
+def _mode_result(scores, recall, seconds=1.0, **extra):
     return {"valid_history": [{"epoch": i, "score": s, "result": {}} for i, s in enumerate(scores)],
             "valid_metric_bigger": True, "train_epoch_seconds": [seconds] * len(scores),
             "eval_seconds": [0.0] * len(scores), "test_result": {"recall@10": recall, "ndcg@10": recall / 2},
-            "test_rows": 1000}
+            "test_rows": 1000, **extra}
 
 
 def test_auto_replay_reads_a_transfer_folder_and_reports_each_strategy(tmp_path, capsys):
     """A hand-built race: ground-built peaks at epoch 3 of 5; fine-tune starts low and passes it late
-    (best at epoch 6 of 8); re-learning is flat. The guarded race with budget 2.0 lets fine-tune
-    train to its end and win; with budget 0.5 it is cut at 2 epochs and ground-built wins; commit
-    after one probe epoch follows the best start (ground-built)."""
+    (best at epoch 7 of 8, tied at 8: the later model is kept, as RecBole does); re-learning is flat.
+    The guarded race with budget 2.0 lets fine-tune train to its end and win; with budget 0.5 it is
+    cut at 2 epochs and ground-built wins; commit after one probe epoch follows the best start."""
     import json
 
     from recbole_mm.bench import auto_replay
 
     runs = {"ground_built": _mode_result([0.10, 0.20, 0.30, 0.29, 0.28], 0.20),
-            "fine_tune": _mode_result([0.05, 0.10, 0.20, 0.25, 0.30, 0.32, 0.35, 0.34], 0.25),
+            "fine_tune": _mode_result([0.05, 0.10, 0.20, 0.25, 0.30, 0.32, 0.35, 0.35], 0.25),
             "re_learning": _mode_result([0.01, 0.01, 0.01, 0.01], 0.05)}
     for mode, result in runs.items():
         (tmp_path / f"ANT-{mode}-seed7.json").write_text(json.dumps(result))
     (tmp_path / "ANT-fine_tune__fine_tune_freeze_encoder-False-seed7.json").write_text("{}")  # not a candidate
+    real = {"adaptation": {"auto": {"strategy": "guarded", "probe_epochs": 2, "budget": 2.0, "winner": "fine_tune",
+                                    "candidates": ["ground_built", "fine_tune", "re_learning"]}}}
+    (tmp_path / "ANT-auto-seed7.json").write_text(json.dumps(real))
     rows = auto_replay.main([str(tmp_path), "--strategies=guarded:2.0,guarded:0.5,commit:1", "--probe_epochs=2"])
     by = {r["strategy"]: r for r in rows}
     assert len(rows) == 3
     assert by["guarded:2.0"]["choice"] == "fine_tune" and by["guarded:2.0"]["recall@10"] == 0.25
     assert by["guarded:2.0"]["epochs"] == {"ground_built": 5, "fine_tune": 8, "re_learning": 2}
     assert by["guarded:2.0"]["cost"] == (5 + 8 + 2) / 5 and by["guarded:2.0"]["difference_in_se"] == 0.0
+    assert by["guarded:2.0"]["real_auto_choice"] == "fine_tune"  # the real run raced the same way
+    assert by["guarded:0.5"]["real_auto_choice"] is None  # another budget: not shown beside it
     assert by["guarded:0.5"]["choice"] == "ground_built" and by["guarded:0.5"]["epochs"]["fine_tune"] == 2
     assert by["guarded:0.5"]["difference_in_se"] < -1  # 0.05 below fine-tune's 0.25, SE 0.0137
     assert by["commit:1"]["choice"] == "ground_built" and by["commit:1"]["epochs"] == {
         "ground_built": 5, "fine_tune": 1, "re_learning": 1}
     report = (tmp_path / "auto_replay.md").read_text()
-    assert "Within one standard error of the best mode: 1 of 1" in report and (tmp_path / "auto_replay.csv").is_file()
-    # a leader cut before the epoch its own run tested has no test figures
-    cut = auto_replay.replay({m: auto_replay.CandidateRun.from_result(r, m) for m, r in runs.items()},
-                             "guarded", 2, 1.6)
-    assert cut["winner"] == "fine_tune" and cut["candidates_run"]["fine_tune"]["epochs"] == 6 and cut["test"] is None
-    # bad input: one line naming what was expected
+    assert "Within one standard error of the best mode: 1 of 1 known" in report
+    assert "(real run: fine-tune)" in report and (tmp_path / "auto_replay.csv").is_file()
+
+    def candidates(**changed):
+        return {m: auto_replay.CandidateRun.from_result({**r, **changed.get(m, {})}, m) for m, r in runs.items()}
+
+    # cut at 7 epochs: the tie at epoch 8 is the model the run tested, so the figures are unknown
+    cut = auto_replay.replay(candidates(), "guarded", 2, 1.8)
+    assert cut["winner"] == "fine_tune" and cut["candidates_run"]["fine_tune"]["epochs"] == 7 and cut["test"] is None
+    # a smaller-is-better metric: the same race on negated scores, best scores reported as recorded
+    flipped = {m: {"valid_metric_bigger": False, "valid_history": [
+        {"epoch": e["epoch"], "score": -e["score"]} for e in r["valid_history"]]} for m, r in runs.items()}
+    low = auto_replay.replay(candidates(**flipped), "guarded", 2, 2.0)
+    assert low["winner"] == "fine_tune" and low["candidates_run"]["fine_tune"]["best_valid_score"] == -0.35
+    # NaN never becomes the best (RecBole's rule): fine-tune's NaN start does not hide its later lead
+    nan = {"fine_tune": {"valid_history": [{"epoch": 0, "score": float("nan")}, {"epoch": 1, "score": 0.9}]}}
+    assert auto_replay.replay(candidates(**nan), "commit", 2)["winner"] == "fine_tune"
+    # a run cut short (neither early-stopped nor at its epoch limit) cannot stand in for a candidate
+    for mode, result in runs.items():
+        (tmp_path / f"ANT-{mode}-seed8.json").write_text(json.dumps(
+            {**result, "stopped_early": mode != "fine_tune", "epochs_limit": 300}))
+    rows = auto_replay.main([str(tmp_path), "--strategies=guarded:2.0", "--probe_epochs=2"])
+    assert {r["seed"] for r in rows} == {7} and "seed 8: skipped" in capsys.readouterr().out
+    # bad input: one line naming the file, key or option and what was expected
+    (tmp_path / "ANT-re_learning-seed9.json").write_text(json.dumps({**runs["re_learning"], "test_result": {}}))
     for args, message in (([str(tmp_path), "--strategies=greedy:3"], "guarded:<auto_budget> or commit"),
+                          ([str(tmp_path), "--strategies=commit:0"], "auto_probe_epochs"),
+                          ([str(tmp_path), "--candidates=ground_built,finetune"], "--candidates"),
                           ([str(tmp_path / "none")], "no such folder")):
-        try:
+        with pytest.raises(SystemExit):
             auto_replay.main(args)
-        except SystemExit:
-            pass
         assert message in capsys.readouterr().err
+    for mode in ("ground_built", "fine_tune"):
+        (tmp_path / f"ANT-{mode}-seed9.json").write_text(json.dumps(runs[mode]))
+    with pytest.raises(SystemExit):
+        auto_replay.main([str(tmp_path)])
+    assert "ANT-re_learning-seed9.json: `test_result` needs recall@10" in capsys.readouterr().err
+    (tmp_path / "ANT-re_learning-seed9.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        auto_replay.main([str(tmp_path)])
+    assert "ANT-re_learning-seed9.json: not a readable JSON" in capsys.readouterr().err
