@@ -79,6 +79,8 @@ class CandidateRun:
         where it lacks what a replay needs."""
         if not isinstance(result, dict):
             raise ValueError(f"{path}: expected a run's result (a JSON object), got {type(result).__name__}")
+        if "_unreadable" in result:
+            raise ValueError(result["_unreadable"])
         history = result.get("valid_history") or []
         if not history or [entry.get("epoch") if isinstance(entry, dict) else None for entry in history] \
                 != list(range(len(history))):
@@ -160,7 +162,8 @@ def parse_strategy(text: str, probe_epochs: int) -> Tuple[str, int, float]:
 
 def load_runs(folder: str) -> Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]]:
     """(model, seed) -> {mode: (result JSON, its path)} for the plain-mode runs (and plain ``auto``
-    runs) kept in a transfer table's folder; runs of modes with settings of their own are skipped."""
+    runs) kept in a transfer table's folder; runs of modes with settings of their own are skipped.
+    An unreadable file stands as ``{"_unreadable": reason}``, so that its model and seed are skipped."""
     groups: Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]] = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         parsed = parse_run_key(os.path.splitext(os.path.basename(path))[0])
@@ -171,7 +174,7 @@ def load_runs(folder: str) -> Dict[Tuple[str, Optional[int]], Dict[str, Tuple[di
             with open(path, encoding="utf-8") as f:
                 result = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable JSON run result ({err})") from None
+            result = {"_unreadable": f"{path}: not a readable JSON run result ({err})"}
         groups.setdefault((model, seed), {})[mode] = (result, path)
     return groups
 
@@ -188,12 +191,17 @@ def _real_choice(results: Dict[str, Tuple[dict, str]], strategy: str, probes: in
 
 def replay_folder(folder: str, strategies: Sequence[str], probe_epochs: int = 4,
                   candidates: Sequence[str] = ADAPTATION_MODES) -> List[dict]:
-    """One row per (model, seed, strategy) with a complete run of every candidate mode in ``folder``."""
+    """One row per (model, seed, strategy) with a complete run of every candidate mode in ``folder``;
+    a model and seed whose runs cannot be replayed are skipped, the reason printed."""
     rows = []
     for (model, seed), results in load_runs(folder).items():
         if not all(m in results for m in candidates):
             continue
-        runs = {m: CandidateRun.from_result(*results[m]) for m in candidates}
+        try:
+            runs = {m: CandidateRun.from_result(*results[m]) for m in candidates}
+        except ValueError as err:
+            print(f"{model}, seed {seed}: skipped: {err}")
+            continue
         cut = [m for m in candidates if not runs[m].complete]
         if cut:
             print(f"{model}, seed {seed}: skipped: the run of {', '.join(cut)} ended neither by early stopping nor "
@@ -250,7 +258,11 @@ def write_report(rows: List[dict], folder: str) -> str:
         costs = [r["cost"] for r in group if r["cost"] is not None]
         summary = f"Within one standard error of the best mode: {len(within)} of {len(known)} known"
         summary += f" ({len(group) - len(known)} unknown)" if len(known) < len(group) else ""
-        summary += f"; cost {min(costs):.2f}x–{max(costs):.2f}x." if costs else "."
+        if costs:
+            spread = f"{min(costs):.2f}x" + (f"–{max(costs):.2f}x" if max(costs) > min(costs) else "")
+            summary += f"; cost {spread} a {MODE_TITLES[modes[0]]} run."
+        else:
+            summary += "."
         lines += ["", summary, ""]
     report = "\n".join(lines)
     write_text_atomic(os.path.join(folder, "auto_replay.md"), report + "\n")

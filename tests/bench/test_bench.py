@@ -255,12 +255,17 @@ def test_auto_replay_reads_a_transfer_folder_and_reports_each_strategy(tmp_path,
         with pytest.raises(SystemExit):
             auto_replay.main(args)
         assert message in capsys.readouterr().err
+    # a model and seed with a malformed run are skipped, the file and key named; the others are reported
     for mode in ("ground_built", "fine_tune"):
         (tmp_path / f"ANT-{mode}-seed9.json").write_text(json.dumps(runs[mode]))
-    with pytest.raises(SystemExit):
-        auto_replay.main([str(tmp_path)])
-    assert "ANT-re_learning-seed9.json: `test_result` needs recall@10" in capsys.readouterr().err
+    assert {r["seed"] for r in auto_replay.main([str(tmp_path), "--probe_epochs=2"])} == {7}
+    out = capsys.readouterr().out
+    assert "seed 9: skipped: " in out and "ANT-re_learning-seed9.json: `test_result` needs recall@10" in out
     (tmp_path / "ANT-re_learning-seed9.json").write_text("{not json")
-    with pytest.raises(SystemExit):
-        auto_replay.main([str(tmp_path)])
-    assert "ANT-re_learning-seed9.json: not a readable JSON" in capsys.readouterr().err
+    auto_replay.main([str(tmp_path), "--probe_epochs=2"])
+    assert "ANT-re_learning-seed9.json: not a readable JSON" in capsys.readouterr().out
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "ANT-ground_built-seed7.json").write_text(json.dumps(runs["ground_built"]))
+    with pytest.raises(SystemExit):  # nothing to report: one line saying what was expected
+        auto_replay.main([str(tmp_path / "other")])
+    assert "no model and seed with a complete run of every candidate mode" in capsys.readouterr().err
