@@ -298,7 +298,7 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         trainer.start_epoch, trainer.epochs = run["epochs"], run["epochs"] + 1
         trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"])
         run["rng"], run["epochs"] = rng_states(), run["epochs"] + 1
-        run["stopped"] = trainer.cur_step > trainer.stopping_step or run["epochs"] >= config["epochs"]
+        run["stopped"] = stopped_early(trainer) or run["epochs"] >= config["epochs"]
 
     def score(mode: str) -> float:
         return sign * float(runs[mode]["trainer"].best_valid_score)
@@ -309,7 +309,7 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
     winner = max(candidates, key=score)
     rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
-                  "stopped_early": runs[m]["trainer"].cur_step > runs[m]["trainer"].stopping_step} for m in candidates}
+                  "stopped_early": stopped_early(runs[m]["trainer"])} for m in candidates}
     logger.info(set_color("adaptation auto", "yellow") + f": {winner} wins ({config['valid_metric']} "
                 + ", ".join(f"{m} {r['best_valid_score']:.4f} after {r['epochs']} epochs" for m, r in rounds.items())
                 + ")")
@@ -322,6 +322,12 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
     return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
                     runs[winner]["trainer"], adaptation, trained=True)
+
+
+def stopped_early(trainer) -> bool:
+    """Whether RecBole's early stopping ended (or would now end) the trainer's run: more evaluations
+    without improvement than ``stopping_step``. Trainers without early stopping: False."""
+    return bool(getattr(trainer, "cur_step", 0) > getattr(trainer, "stopping_step", math.inf))
 
 
 def check_auto_race_settings(probe_epochs: int, budget: float) -> None:
@@ -414,7 +420,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "epochs_trained": len(epoch_seconds),  # all epochs of the run, also those before a resume
         "epochs_limit": config["epochs"],
         # how training ended: by early stopping, else at epochs_limit or cut short (a resume with fewer epochs)
-        "stopped_early": bool(getattr(trainer, "cur_step", 0) > getattr(trainer, "stopping_step", math.inf)),
+        "stopped_early": stopped_early(trainer),
         "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),

@@ -193,6 +193,7 @@ def replay_folder(folder: str, strategies: Sequence[str], probe_epochs: int = 4,
                   candidates: Sequence[str] = ADAPTATION_MODES) -> List[dict]:
     """One row per (model, seed, strategy) with a complete run of every candidate mode in ``folder``;
     a model and seed whose runs cannot be replayed are skipped, the reason printed."""
+    races = [(text, *parse_strategy(text, probe_epochs)) for text in strategies]
     rows = []
     for (model, seed), results in load_runs(folder).items():
         if not all(m in results for m in candidates):
@@ -211,8 +212,7 @@ def replay_folder(folder: str, strategies: Sequence[str], probe_epochs: int = 4,
         best = runs[best_mode].test
         se = recall_standard_error(best["recall@10"], runs[best_mode].test_rows)
         baseline_seconds = sum(runs[candidates[0]].seconds)
-        for text in strategies:
-            strategy, probes, budget = parse_strategy(text, probe_epochs)
+        for text, strategy, probes, budget in races:
             outcome = replay(runs, strategy, probes, budget, candidates)
             test = outcome["test"] or {}
             recall = test.get("recall@10")
@@ -282,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parser.parse_args(argv)
     try:
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        for text in strategies:
+        for text in strategies:  # a bad strategy is reported before the folder is looked at
             parse_strategy(text, args.probe_epochs)
         candidates = [m.strip() for m in args.candidates.split(",") if m.strip()]
         unknown = [m for m in candidates if m not in ADAPTATION_MODES]
