@@ -19,14 +19,9 @@ mkdir -p "$OUT"
 
 # 2. pre-training on Games, a snapshot of the transferable checkpoint at each epoch count
 for MODEL in ANT UniSRec; do
-  CK=$OUT/pretrain_${MODEL}_Games; mkdir -p $CK/snapshots
+  CK=$OUT/pretrain_${MODEL}_Games
   for E in $SNAPSHOTS; do
-    [ -f $CK/snapshots/e$E.pth ] && continue
-    LAST=$(ls -t $CK/*-last.pth 2>/dev/null | head -1)
-    python run_recbole_mm.py --model=$MODEL --stage=pretrain --dataset=Games --data_path=$DATA \
-        --epochs=$E --checkpoint_dir=$CK ${LAST:+--resume_from=$LAST} || exit 1
-    CKPT=$(ls -t $CK/$MODEL-pretrain-Games-*.pth | grep -v -- -last.pth | head -1)
-    cp "$CKPT" $CK/snapshots/e$E.pth.tmp && mv $CK/snapshots/e$E.pth.tmp $CK/snapshots/e$E.pth
+    DATA=$DATA bash scripts/experiments/pretrain_snapshot.sh $MODEL Games $CK $E || exit 1
   done
   python -m recbole_mm.bench.pretrain_curve $CK/snapshots/e${SNAPSHOTS##* }.pth --labels="$MODEL on Games" \
       --out=$OUT/pretrain_${MODEL}_Games_curve
