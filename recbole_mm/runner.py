@@ -272,8 +272,9 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         raise ValueError("adaptation auto needs config key `pretrained_checkpoint` (the modes it chooses among "
                          "start from it)")
     if config["resume_from"]:
-        raise ValueError("adaptation auto does not resume: its log names the winning mode; resume that run with "
-                         "--adaptation=<winner> --resume_from=<its -last.pth state>")
+        raise ValueError("adaptation auto does not resume: run it again, or run the winning mode its log names "
+                         "(--adaptation=<winner>: that run repeats the winning candidate's epochs and trains on to its "
+                         "own early stop)")
     candidates = list(config["auto_candidates"] or ADAPTATION_MODES)
     for mode in candidates:
         check_choice("auto_candidates", mode, ADAPTATION_MODES)

@@ -51,6 +51,12 @@ class MultiDomainDataset:
 
     def _concatenate_features(self) -> Dict[str, ItemFeature]:
         reference = self.datasets[0].item_features
+        for name, ds in zip(self.names[1:], self.datasets[1:]):
+            extra = sorted(set(ds.item_features) - set(reference))
+            if extra:
+                raise ValueError(f"domain {name!r} has {' and '.join(extra)} features but {self.names[0]!r} has none: "
+                                 f"pre-training domains need the same modalities; set config key `modalities` to "
+                                 f"those every domain has (e.g. --modalities=text)")
         features = {}
         for modality, first in reference.items():
             matrices, masks = [first.matrix[:1] * 0], [np.zeros(1, dtype=bool)]

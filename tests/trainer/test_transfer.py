@@ -205,6 +205,16 @@ def test_pretrain_refuses_domains_with_other_feature_dims(domains_path, tmp_path
         run("ANT", "src_x,tiny_text96", config_dict=base_config(domains_path, tmp_path, stage="pretrain", epochs=1))
 
 
+def test_pretrain_domains_with_other_modalities_fail_whichever_comes_first(domains_path, tmp_path):
+    datasets = [create_dataset(MMConfig("ANT", n, config_dict=base_config(domains_path, tmp_path)))
+                for n in domain_names(SOURCES)]
+    del datasets[0].item_features["image"]  # src_x as a domain without images (like Games beside Scientific)
+    with pytest.raises(ValueError, match="domain 'src_y' has image features but 'src_x' has none"):
+        MultiDomainDataset(datasets, ["src_x", "src_y"])
+    with pytest.raises(ValueError, match="domain 'src_x' has no image features but 'src_y' has"):
+        MultiDomainDataset(datasets[::-1], ["src_y", "src_x"])
+
+
 def test_synthetic_transfer_domains_are_registered_with_a_conflicting_source():
     assert {"mm_src_a", "mm_src_b", "mm_src_conflict", "mm_target"} <= set(SYNTHETIC_DATASETS)
     target, conflict = TRANSFER_DOMAINS["mm_target"], TRANSFER_DOMAINS["mm_src_conflict"]
