@@ -363,3 +363,37 @@ def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
         raise CheckpointError(f"cannot resume training from {path}: the model's architecture differs (a config key "
                               f"that shapes it changed): " + "; ".join(problems[:3])
                               + (" ..." if len(problems) > 3 else ""))
+
+
+# ----- adaptation auto: the race's resume state -------------------------------------------------
+AUTO_RACE_FORMAT = "recbole_mm.auto_race/1"
+# what decides an auto race beyond each candidate's own training settings (those its states check)
+AUTO_RACE_KEYS = ("auto_strategy", "auto_candidates", "auto_probe_epochs", "auto_budget", "pretrained_checkpoint",
+                  "epochs", "stopping_step", "eval_step", "valid_metric")
+
+
+def auto_race_settings(config) -> Dict:
+    """The run's values of :data:`AUTO_RACE_KEYS` (plain data: saved in the race state)."""
+    return {key: _plain_setting(config[key] if key in config else None) for key in AUTO_RACE_KEYS}
+
+
+def save_auto_race_state(path: str, run_id: str, settings: Dict, candidate_files: Dict[str, str]) -> str:
+    """The state an ``adaptation: auto`` run resumes from: its settings and each candidate's
+    best-model file (its ``-last.pth`` state lies beside it). Written once, as the race starts."""
+    return save_checkpoint({"format": AUTO_RACE_FORMAT, "run_id": run_id, "settings": plain(settings),
+                            "candidates": dict(candidate_files)}, path)
+
+
+def load_auto_race_state(path: str, settings: Dict) -> dict:
+    """An auto run's race state (:func:`save_auto_race_state`); ``ValueError`` naming the file, and
+    each config key whose value differs from this run's (the race would not be the one resumed)."""
+    state = load_checkpoint(path, key="resume_from")
+    if not isinstance(state, dict) or state.get("format") != AUTO_RACE_FORMAT:
+        raise CheckpointError(f"config key `resume_from`: {path} is not the state of an adaptation auto run (resume "
+                              f"one with the <run>-last.pth its log names; a candidate's own -<mode>-last.pth "
+                              f"resumes as --adaptation=<mode>)")
+    problems = [f"config key `{key}` is {state['settings'].get(key)!r} in the resume file, {value!r} in this run"
+                for key, value in settings.items() if state["settings"].get(key) != value]
+    if problems:
+        raise CheckpointError(f"cannot resume adaptation auto from {path}: " + "; ".join(problems))
+    return state

@@ -20,13 +20,17 @@ import torch
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_mm.checkpoint import (
+    CheckpointError,
+    auto_race_settings,
     check_resume_settings,
     check_checkpoint_files,
+    load_auto_race_state,
     load_resume_state,
     new_run_id,
     resume_settings,
     resume_state_file,
     rng_states,
+    save_auto_race_state,
     set_rng_states,
 )
 from recbole_mm.config import (
@@ -266,15 +270,16 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     validation score beats ground-built's own final one. That is ``auto_strategy: guarded``;
     ``commit`` probes every candidate, ground-built included, ``auto_probe_epochs`` epochs and
     trains only the best of them on, to its own early stop (about the cost of one run, no guard).
+
+    Resumable: each candidate writes its ``-<mode>-last.pth`` state after every epoch, the race its
+    settings and the candidates' files as ``<run>-last.pth``; ``resume_from`` = that file drives the
+    race again, the epochs a candidate's state holds replayed from its validation history, the
+    rest trained.
     """
     config = pipe.config
     if not config["pretrained_checkpoint"]:
         raise ValueError("adaptation auto needs config key `pretrained_checkpoint` (the modes it chooses among "
                          "start from it)")
-    if config["resume_from"]:
-        raise ValueError("adaptation auto does not resume: run it again, or run the winning mode its log names "
-                         "(--adaptation=<winner>: that run repeats the winning candidate's epochs and trains on to its "
-                         "own early stop)")
     candidates = list(config["auto_candidates"] or ADAPTATION_MODES)
     for mode in candidates:
         check_choice("auto_candidates", mode, ADAPTATION_MODES)
@@ -283,31 +288,56 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     probe_epochs, budget = int(config["auto_probe_epochs"]), float(config["auto_budget"])
     check_auto_race_settings(probe_epochs, budget)
     sign = 1.0 if config["valid_metric_bigger"] else -1.0
-    runs = {}
+    race = load_auto_race_state(config["resume_from"], auto_race_settings(config)) if config["resume_from"] else None
+    runs, race_file = {}, config["resume_from"]
     for mode in candidates:
         config["adaptation"] = mode
         model, trainer, summary = build_model_and_trainer(config, pipe.train_data, logger)
         stem, ext = os.path.splitext(trainer.saved_model_file)
+        race_file = race_file or f"{stem}-last.pth"  # where a run's resume state lies: the race's
         trainer.saved_model_file = f"{stem}-{mode}{ext}"  # the candidates' best models side by side
         runs[mode] = {"model": model, "trainer": trainer, "summary": summary, "rng": rng_states(), "epochs": 0,
-                      "stopped": False}
+                      "stopped": False, "recorded": 0}
+        if race is not None:  # continue the interrupted race's files; a candidate's epochs so far are replayed
+            trainer.saved_model_file, trainer.run_id = race["candidates"][mode], race["run_id"]
+            if os.path.isfile(trainer.resume_file):
+                trainer.resume_checkpoint(trainer.resume_file)
+                runs[mode]["recorded"] = trainer.start_epoch
+    if saved and race is None and global_rank(config) == 0:
+        save_auto_race_state(race_file, config["run_id"], auto_race_settings(config),
+                             {m: r["trainer"].saved_model_file for m, r in runs.items()})
+    if saved:
+        logger.info(f"state after every epoch of every candidate: {race_file} (resume with --resume_from=<it>)")
 
     def train_one_epoch(mode: str) -> None:
         run, trainer = runs[mode], runs[mode]["trainer"]
+        if run["epochs"] < run["recorded"]:  # an epoch of the interrupted race: its outcome is in the state
+            run["epochs"] += 1
+            run["stopped"] = recorded_stop(trainer, run["epochs"], sign) or run["epochs"] >= config["epochs"]
+            return
         set_rng_states(run["rng"])
         pipe.train_data.begin_epoch(run["epochs"])
         trainer.start_epoch, trainer.epochs = run["epochs"], run["epochs"] + 1
-        trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"])
+        trainer.fit(pipe.train_data, pipe.valid_data, saved=saved, show_progress=config["show_progress"],
+                    callback_fn=trainer.save_resume_state if saved else None)
         run["rng"], run["epochs"] = rng_states(), run["epochs"] + 1
         run["stopped"] = stopped_early(trainer) or run["epochs"] >= config["epochs"]
 
     def score(mode: str) -> float:
-        return sign * float(runs[mode]["trainer"].best_valid_score)
+        run = runs[mode]
+        if run["epochs"] < run["recorded"]:
+            return recorded_best(run["trainer"], run["epochs"], sign)
+        return sign * float(run["trainer"].best_valid_score)
 
-    if strategy == "commit":
-        probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
-    else:
-        guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
+    with run_lock(race_file, config["run_id"], config, enabled=saved):
+        if strategy == "commit":
+            probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
+        else:
+            guarded_race(runs, candidates, probe_epochs, budget, train_one_epoch, score, sign, logger)
+    ahead = [m for m, r in runs.items() if r["epochs"] < r["recorded"]]
+    if ahead:  # cannot happen with the race's own states; a state from elsewhere would be tested as if it were
+        raise CheckpointError(f"cannot resume adaptation auto from {config['resume_from']}: the states of {ahead} "
+                              f"hold more epochs than the race gives them")
     winner = max(candidates, key=score)
     rounds = {m: {"epochs": runs[m]["epochs"], "best_valid_score": score(m) * sign,
                   "stopped_early": stopped_early(runs[m]["trainer"])} for m in candidates}
@@ -323,6 +353,28 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
         "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
     return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
                     runs[winner]["trainer"], adaptation, trained=True)
+
+
+def _recorded_history(trainer, epochs: int, sign: float):
+    """(best signed score, evaluations since it) after the first ``epochs`` epochs of the trainer's
+    recorded validation history, by RecBole's early-stopping rule (an equal score is a new best)."""
+    best, since = -math.inf, 0
+    for entry in getattr(trainer, "valid_history", []):
+        if entry["epoch"] >= epochs:
+            break
+        value = sign * float(entry["score"])
+        best, since = (value, 0) if value >= best else (best, since + 1)
+    return best, since
+
+
+def recorded_best(trainer, epochs: int, sign: float) -> float:
+    """The best signed validation score a resumed trainer had after ``epochs`` epochs."""
+    return _recorded_history(trainer, epochs, sign)[0]
+
+
+def recorded_stop(trainer, epochs: int, sign: float) -> bool:
+    """Whether early stopping had ended a resumed trainer's run after ``epochs`` epochs."""
+    return _recorded_history(trainer, epochs, sign)[1] > getattr(trainer, "stopping_step", math.inf)
 
 
 def stopped_early(trainer) -> bool:
@@ -389,7 +441,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
 
     callback = None
     if saved and hasattr(trainer, "save_resume_state"):
-        if config["resume_from"]:
+        if config["resume_from"] and not pipe.trained:  # an auto run resumed its race instead
             trainer.resume_checkpoint(config["resume_from"])  # continues that run: its id and files
         callback = trainer.save_resume_state
         logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
