@@ -369,7 +369,7 @@ def check_state_dict_shapes(saved: Mapping, own: Mapping, path: str) -> None:
 AUTO_RACE_FORMAT = "recbole_mm.auto_race/1"
 # what decides an auto race beyond each candidate's own training settings (those its states check)
 AUTO_RACE_KEYS = ("auto_strategy", "auto_candidates", "auto_probe_epochs", "auto_budget", "pretrained_checkpoint",
-                  "epochs", "stopping_step", "eval_step", "valid_metric")
+                  "epochs", "stopping_step", "eval_step", "valid_metric", "valid_metric_bigger")
 
 
 def auto_race_settings(config) -> Dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from logging import getLogger
 from typing import Callable, Dict, List, Optional
@@ -288,13 +288,14 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     probe_epochs, budget = int(config["auto_probe_epochs"]), float(config["auto_budget"])
     check_auto_race_settings(probe_epochs, budget)
     sign = 1.0 if config["valid_metric_bigger"] else -1.0
-    race = load_auto_race_state(config["resume_from"], auto_race_settings(config)) if config["resume_from"] else None
-    runs, race_file = {}, config["resume_from"]
+    settings = {**auto_race_settings(config), "auto_strategy": strategy, "auto_candidates": candidates}
+    race = load_auto_race_state(config["resume_from"], settings) if config["resume_from"] else None
+    runs, stem = {}, None
     for mode in candidates:
         config["adaptation"] = mode
         model, trainer, summary = build_model_and_trainer(config, pipe.train_data, logger)
-        stem, ext = os.path.splitext(trainer.saved_model_file)
-        race_file = race_file or f"{stem}-last.pth"  # where a run's resume state lies: the race's
+        if stem is None:
+            stem, ext = os.path.splitext(trainer.saved_model_file)
         trainer.saved_model_file = f"{stem}-{mode}{ext}"  # the candidates' best models side by side
         runs[mode] = {"model": model, "trainer": trainer, "summary": summary, "rng": rng_states(), "epochs": 0,
                       "stopped": False, "recorded": 0}
@@ -302,12 +303,14 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
             trainer.saved_model_file, trainer.run_id = race["candidates"][mode], race["run_id"]
             if os.path.isfile(trainer.resume_file):
                 trainer.resume_checkpoint(trainer.resume_file)
-                runs[mode]["recorded"] = trainer.start_epoch
+                runs[mode]["recorded"] = _check_replayable(trainer, trainer.resume_file)
+    race_file = config["resume_from"] or f"{stem}-last.pth"  # where a run's resume state lies: the race's
     if saved and race is None and global_rank(config) == 0:
-        save_auto_race_state(race_file, config["run_id"], auto_race_settings(config),
+        save_auto_race_state(race_file, config["run_id"], settings,
                              {m: r["trainer"].saved_model_file for m, r in runs.items()})
     if saved:
-        logger.info(f"state after every epoch of every candidate: {race_file} (resume with --resume_from=<it>)")
+        logger.info(f"race state: {race_file}, each candidate's after every evaluation beside it (resume with "
+                    f"--resume_from=<it>)")
 
     def train_one_epoch(mode: str) -> None:
         run, trainer = runs[mode], runs[mode]["trainer"]
@@ -329,7 +332,9 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
             return recorded_best(run["trainer"], run["epochs"], sign)
         return sign * float(run["trainer"].best_valid_score)
 
-    with run_lock(race_file, config["run_id"], config, enabled=saved):
+    with ExitStack() as locks:  # the race's files and every candidate's: no other process may write them meanwhile
+        for path in [race_file] + [r["trainer"].saved_model_file for r in runs.values()]:
+            locks.enter_context(run_lock(path, config["run_id"], config, enabled=saved))
         if strategy == "commit":
             probe_then_commit(runs, candidates, probe_epochs, train_one_epoch, score, sign, logger)
         else:
@@ -350,16 +355,27 @@ def _choose_adaptation(pipe: Pipeline, saved: bool, logger: logging.Logger) -> P
     adaptation = {**runs[winner]["summary"], "mode": winner, "auto": {
         "strategy": strategy, "candidates": candidates, "probe_epochs": probe_epochs, "budget": budget,
         "valid_metric": config["valid_metric"], "candidates_run": rounds, "winner": winner,
-        "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values())}}
+        "other_candidates_seconds": other_seconds, "epochs_all_candidates": sum(r["epochs"] for r in runs.values()),
+        "resumed_at_epoch": {m: r["recorded"] for m, r in runs.items()} if race is not None else None}}
     return Pipeline(config, pipe.dataset, pipe.train_data, pipe.valid_data, pipe.test_data, runs[winner]["model"],
                     runs[winner]["trainer"], adaptation, trained=True)
+
+
+def _check_replayable(trainer, path: str) -> int:
+    """The epochs a resumed candidate's state holds; ``CheckpointError`` unless its validation
+    history reaches its last epoch (the race's replay reads its scores from there)."""
+    history = getattr(trainer, "valid_history", None) or []
+    if trainer.start_epoch and (not history or history[-1].get("epoch") != trainer.start_epoch - 1):
+        raise CheckpointError(f"cannot resume adaptation auto from {path}: its `valid_history` does not reach its "
+                              f"epoch {trainer.start_epoch - 1}, so the race cannot be replayed")
+    return trainer.start_epoch
 
 
 def _recorded_history(trainer, epochs: int, sign: float):
     """(best signed score, evaluations since it) after the first ``epochs`` epochs of the trainer's
     recorded validation history, by RecBole's early-stopping rule (an equal score is a new best)."""
     best, since = -math.inf, 0
-    for entry in getattr(trainer, "valid_history", []):
+    for entry in trainer.valid_history:
         if entry["epoch"] >= epochs:
             break
         value = sign * float(entry["score"])
@@ -374,7 +390,7 @@ def recorded_best(trainer, epochs: int, sign: float) -> float:
 
 def recorded_stop(trainer, epochs: int, sign: float) -> bool:
     """Whether early stopping had ended a resumed trainer's run after ``epochs`` epochs."""
-    return _recorded_history(trainer, epochs, sign)[1] > getattr(trainer, "stopping_step", math.inf)
+    return _recorded_history(trainer, epochs, sign)[1] > trainer.stopping_step
 
 
 def stopped_early(trainer) -> bool:
@@ -444,7 +460,8 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         if config["resume_from"] and not pipe.trained:  # an auto run resumed its race instead
             trainer.resume_checkpoint(config["resume_from"])  # continues that run: its id and files
         callback = trainer.save_resume_state
-        logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
+        if not pipe.trained:  # an auto run named its race state instead
+            logger.info(f"state after every evaluation: {trainer.resume_file} (resume with --resume_from=<it>)")
     with run_lock(trainer.saved_model_file, getattr(trainer, "run_id", config["run_id"]), config, enabled=saved):
         if pipe.trained:
             best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
@@ -461,6 +478,10 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
     epoch_seconds = getattr(trainer, "train_epoch_seconds", [])
+    resumed_at = None
+    if config["resume_from"]:  # an auto run: where its winner's epochs were resumed (the others' are in `adaptation`)
+        race = (pipe.adaptation or {}).get("auto")
+        resumed_at = race["resumed_at_epoch"][config["adaptation"]] if race else trainer.start_epoch
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -474,7 +495,7 @@ def _train_and_evaluate(pipe: Pipeline, saved: bool, log_file: str) -> dict:
         "epochs_limit": config["epochs"],
         # how training ended: by early stopping, else at epochs_limit or cut short (a resume with fewer epochs)
         "stopped_early": stopped_early(trainer),
-        "resumed_at_epoch": trainer.start_epoch if config["resume_from"] else None,
+        "resumed_at_epoch": resumed_at,
         "train_epoch_seconds": epoch_seconds,
         "eval_seconds": getattr(trainer, "eval_seconds", []),
         "train_loss_history": getattr(trainer, "train_loss_history", []),  # per epoch, as logged

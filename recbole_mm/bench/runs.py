@@ -17,6 +17,7 @@ import multiprocessing
 import os
 from typing import Callable, Dict, List, Optional
 
+from recbole_mm.config import ADAPTATION_MODES
 from recbole_mm.fileio import write_json_atomic
 from recbole_mm.runner import run_single
 from recbole_mm.utils import quiet_known_warnings
@@ -78,6 +79,15 @@ def run_in_child(function: Callable, *args) -> dict:
     return payload if status == "ok" else {"error": payload}
 
 
+def run_resume_state(checkpoint_dir: str) -> Optional[str]:
+    """The newest resume state of a run in ``checkpoint_dir`` (``*-last.pth``), or None. An
+    ``adaptation: auto`` run's candidates write theirs (``<run>-<mode>-last.pth``) beside its race
+    state (``<run>-last.pth``): the race state is the one to resume from."""
+    candidates = tuple(f"-{mode}-last.pth" for mode in ADAPTATION_MODES)
+    states = [path for path in glob.glob(os.path.join(checkpoint_dir, "*-last.pth")) if not path.endswith(candidates)]
+    return max(states, key=os.path.getmtime) if states else None
+
+
 def cached_run(out: str, key: str, model: str, dataset: str, config_dict: dict,
                config_files: Optional[List[str]] = None) -> dict:
     """One runner run in a child process, kept as ``<out>/<key>.json`` (see the module docstring).
@@ -89,10 +99,10 @@ def cached_run(out: str, key: str, model: str, dataset: str, config_dict: dict,
             return json.load(f)
     checkpoint_dir = os.path.join(out, "saved", key)
     config_dict = {**config_dict, "checkpoint_dir": checkpoint_dir}
-    last_states = sorted(glob.glob(os.path.join(checkpoint_dir, "*-last.pth")), key=os.path.getmtime)
-    if last_states:
-        config_dict["resume_from"] = last_states[-1]
-        print(f"{key}: resuming from {last_states[-1]}", flush=True)
+    resume_from = run_resume_state(checkpoint_dir)
+    if resume_from:
+        config_dict["resume_from"] = resume_from
+        print(f"{key}: resuming from {resume_from}", flush=True)
     print(f"{key}: running {model} on {dataset}", flush=True)
     result = run_in_child(run_single, model, dataset, config_files, config_dict)
     result["model"] = model

@@ -208,7 +208,9 @@ class SafeCheckpointMixin:
         architecture and of the settings the state would override."""
         pretrain = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.pretrain")
         if pretrain or not isinstance(checkpoint, dict) or not {"state_dict", "epoch"} <= set(checkpoint):
-            hint = " (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else ""
+            race = isinstance(checkpoint, dict) and str(checkpoint.get("format")).startswith("recbole_mm.auto_race")
+            hint = (" (it is a pre-training state: resume it with --stage=pretrain)" if pretrain else
+                    " (it is the race state of an adaptation auto run: resume it with --adaptation=auto)" if race else "")
             raise CheckpointError(f"config key `resume_from`: {resume_file} is not the state of a training run{hint}")
         saved = checkpoint.get("settings")
         if saved is None and checkpoint.get("config") is not None:  # a state written before the settings were

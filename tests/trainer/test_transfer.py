@@ -471,44 +471,56 @@ def test_auto_adaptation_picks_the_best_validation_mode_and_equals_its_own_run(p
                                                     auto_candidates=["ground_built", "finetune"], **common))
 
 
-def test_interrupted_auto_run_resumes_to_the_uninterrupted_result(pretrained, domains_path, tmp_path, monkeypatch):
-    """An auto run cut after its 7th candidate epoch, resumed from the race state its log names,
-    replays the epochs it had (without training them again), trains the rest and ends as the
-    uninterrupted run: same race, winner, validation scores and test figures."""
+@pytest.mark.parametrize("strategy, eval_step, cut_after", [("guarded", 1, 7), ("commit", 2, 3)])
+def test_interrupted_auto_run_resumes_to_the_uninterrupted_result(strategy, eval_step, cut_after, pretrained,
+                                                                  domains_path, tmp_path, monkeypatch):
+    """An auto run cut after some candidate evaluations, resumed from the race state its log names
+    (the state bench.transfer picks too), replays the epochs the states hold (without training them
+    again), trains the rest and ends as the uninterrupted run: same race, winner, validation scores
+    and test figures."""
+    from recbole_mm.bench.runs import run_resume_state
     from recbole_mm.trainer.trainer import SafeCheckpointMixin
 
     common = dict(pretrained_checkpoint=pretrained["checkpoint"], epochs=8, stopping_step=0, learning_rate=0.03,
-                  adaptation="auto", auto_probe_epochs=2, auto_budget=1.0)
-    whole = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "whole", **common))
-    info = whole["adaptation"]["auto"]
-    save_state, epochs_trained = SafeCheckpointMixin.save_resume_state, []
+                  adaptation="auto", auto_strategy=strategy, auto_probe_epochs=2, auto_budget=1.0, eval_step=eval_step)
+    save_state, evaluations = SafeCheckpointMixin.save_resume_state, []
 
     def counted(self, epoch_idx, valid_score=None, cut_after=None):
         save_state(self, epoch_idx, valid_score)
-        epochs_trained.append(epoch_idx)
-        if len(epochs_trained) == cut_after:
+        evaluations.append(epoch_idx)
+        if len(evaluations) == cut_after:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(SafeCheckpointMixin, "save_resume_state", partialmethod(counted, cut_after=7))
+    monkeypatch.setattr(SafeCheckpointMixin, "save_resume_state", counted)
+    whole = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "whole", **common))
+    info, whole_evaluations = whole["adaptation"]["auto"], len(evaluations)
+    evaluations.clear()
+    monkeypatch.setattr(SafeCheckpointMixin, "save_resume_state", partialmethod(counted, cut_after=cut_after))
     with pytest.raises(KeyboardInterrupt):
         run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", **common))
-    race_file, = [p for p in glob.glob(str(tmp_path / "cut" / "*-last.pth"))
-                  if not any(p.endswith(f"-{mode}-last.pth") for mode in info["candidates"])]
-    epochs_trained.clear()
+    race_file = run_resume_state(str(tmp_path / "cut"))
+    assert not race_file.endswith(tuple(f"-{mode}-last.pth" for mode in info["candidates"]))
+    evaluations.clear()
     monkeypatch.setattr(SafeCheckpointMixin, "save_resume_state", counted)
     resumed = run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", resume_from=race_file,
                                                          **common))
-    assert len(epochs_trained) == info["epochs_all_candidates"] - 7  # the 7 recorded epochs were not trained again
-    assert resumed["adaptation"]["auto"]["candidates_run"] == info["candidates_run"]
-    assert resumed["adaptation"]["mode"] == whole["adaptation"]["mode"]
+    assert len(evaluations) == whole_evaluations - cut_after  # the recorded evaluations were not repeated
+    race = resumed["adaptation"]["auto"]
+    assert race["candidates_run"] == info["candidates_run"] and race["winner"] == info["winner"]
+    assert sum(race["resumed_at_epoch"].values()) >= cut_after * eval_step > 0
+    assert resumed["resumed_at_epoch"] == race["resumed_at_epoch"][info["winner"]]
     assert resumed["test_result"] == whole["test_result"] and resumed["best_valid_score"] == whole["best_valid_score"]
     assert len({r["epochs"] for r in info["candidates_run"].values()}) > 1  # the race cut them at different epochs
     with pytest.raises(ValueError, match="config key `auto_budget` is 1.0 in the resume file, 2.0 in this run"):
         run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", resume_from=race_file,
                                                    **{**common, "auto_budget": 2.0}))
+    candidate_state = glob.glob(str(tmp_path / "cut" / "*-ground_built-last.pth"))[0]
     with pytest.raises(ValueError, match="is not the state of an adaptation auto run"):
-        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", **{**common, "resume_from": glob.glob(
-            str(tmp_path / "cut" / "*-ground_built-last.pth"))[0]}))
+        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", **{**common,
+                                                                                      "resume_from": candidate_state}))
+    with pytest.raises(ValueError, match="resume it with --adaptation=auto"):
+        run("ANT", "tiny", config_dict=base_config(domains_path, tmp_path / "cut", **{
+            **common, "adaptation": "fine_tune", "resume_from": race_file}))
 
 
 def test_auto_replayed_from_the_mode_runs_equals_a_real_auto_run(pretrained, domains_path, tmp_path):
