@@ -47,3 +47,4 @@ done
 CURVES=$(ls $OUT/pretrain_{default,t0.1,t0.05,b1024,b4096,all,mixed}/snapshots/e10.pth 2>/dev/null)
 LABELS=$(for C in $CURVES; do V=${C#$OUT/pretrain_}; echo ${V%%/*}; done | paste -sd,)
 [ -n "$CURVES" ] && python -m recbole_mm.bench.pretrain_curve $CURVES --labels=$LABELS --out=$OUT/pretrain_curves
+python -m recbole_mm.bench.recipe $OUT   # recipe.md / recipe.csv: a row per variant

@@ -582,3 +582,45 @@ def test_pretrain_curve_draws_the_checkpoint_losses(pretrained, tmp_path):
     assert first == pytest.approx(pretrained["pretrain_loss"][0]["total"], abs=1e-4) and last < first
     with pytest.raises(ValueError, match="names 2 curves, 1 checkpoints"):
         pretrain_curve.main([pretrained["checkpoint"], "--labels=a,b", f"--out={tmp_path / 'x'}"])
+
+
+def test_recipe_table_puts_each_variant_beside_the_reference(pretrained, tmp_path):
+    import csv
+    import json
+    import math
+    import shutil
+
+    from recbole_mm.bench import recipe
+
+    def cell(variant, mode, recall, ndcg, epochs, seed=2020):
+        folder = tmp_path / f"cells_{variant}"
+        folder.mkdir(exist_ok=True)
+        result = {"test_result": {"recall@10": recall, "ndcg@10": ndcg}, "test_rows": 8000, "epochs_trained": epochs}
+        (folder / f"ANT-{mode}-seed{seed}.json").write_text(json.dumps(result))
+
+    (tmp_path / "pretrain_default" / "snapshots").mkdir(parents=True)
+    shutil.copy(pretrained["checkpoint"], tmp_path / "pretrain_default" / "snapshots" / "e4.pth")
+    cell("default", "fine_tune", 0.13, 0.08, 60)
+    cell("default", "re_learning", 0.12, 0.07, 50)
+    cell("t0.1", "fine_tune", 0.14, 0.09, 70)
+    cell("t0.1", "fine_tune", 0.12, 0.07, 50, seed=2021)   # two seeds: their mean
+    cell("titles", "ground_built", 0.11, 0.06, 40)
+    (tmp_path / "cells_titles" / "UniSRec-fine_tune-seed2020.json").write_text("{}")   # another model: not read
+    text = recipe.main([str(tmp_path)])
+
+    rows = {row["variant"]: row for row in csv.DictReader(open(tmp_path / "recipe.csv", encoding="utf-8"))}
+    assert list(rows) == ["default", "t0.1", "titles"]
+    losses = [r["total"] for r in pretrained["pretrain_loss"]]
+    assert float(rows["default"]["loss_first"]) == pytest.approx(losses[0])
+    assert float(rows["default"]["loss_last"]) == pytest.approx(losses[-1]) and rows["t0.1"]["loss_first"] == ""
+    assert float(rows["t0.1"]["fine_tune_recall@10"]) == pytest.approx(0.13)
+    assert float(rows["t0.1"]["fine_tune_seeds"]) == 2 and float(rows["t0.1"]["fine_tune_epochs"]) == 60
+    assert float(rows["t0.1"]["fine_tune_diff_se"]) == 0.0   # same mean as the reference
+    assert rows["t0.1"]["re_learning_recall@10"] == "" and rows["default"]["fine_tune_diff_se"] == ""
+    se = math.sqrt(0.12 * 0.88 / 8000)
+    cell("t0.1", "re_learning", 0.13, 0.075, 55)
+    row = {r["variant"]: r for r in recipe.recipe_rows(str(tmp_path))}["t0.1"]
+    assert row["re_learning_diff_se"] == pytest.approx(0.01 / math.hypot(se, math.sqrt(0.13 * 0.87 / 8000)))
+    assert "| titles | – | 0.1100 / 0.0600 (40) | – | – |" in text
+    with pytest.raises(SystemExit, match="holds no pretrain_<variant> or cells_<variant> folder"):
+        recipe.main([str(tmp_path / "pretrain_default" / "snapshots")])
