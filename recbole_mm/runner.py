@@ -14,7 +14,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from logging import getLogger
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
@@ -371,26 +371,35 @@ def _check_replayable(trainer, path: str) -> int:
     return trainer.start_epoch
 
 
-def _recorded_history(trainer, epochs: int, sign: float):
-    """(best signed score, evaluations since it) after the first ``epochs`` epochs of the trainer's
-    recorded validation history, by RecBole's early-stopping rule (an equal score is a new best)."""
-    best, since = -math.inf, 0
-    for entry in trainer.valid_history:
-        if entry["epoch"] >= epochs:
+def best_by_early_stopping(scores: Iterable[Tuple[int, float]], epochs: int) -> Tuple[float, Optional[int], int]:
+    """(best score, the epoch it came at, evaluations since it) among ``(epoch, signed score)``
+    validations of the epochs before ``epochs``, by RecBole's early-stopping rule: a score equal to
+    the best replaces it, NaN never does. Used to replay recorded epochs (a resumed auto race, and
+    :mod:`recbole_mm.bench.auto_replay`)."""
+    best, at, since = -math.inf, None, 0
+    for epoch, value in scores:
+        if epoch >= epochs:
             break
-        value = sign * float(entry["score"])
-        best, since = (value, 0) if value >= best else (best, since + 1)
-    return best, since
+        if value >= best:
+            best, at, since = value, epoch, 0
+        else:
+            since += 1
+    return best, at, since
+
+
+def _recorded_scores(trainer, sign: float) -> Iterable[Tuple[int, float]]:
+    """``(epoch, signed score)`` of a resumed trainer's recorded validations."""
+    return ((entry["epoch"], sign * float(entry["score"])) for entry in trainer.valid_history)
 
 
 def recorded_best(trainer, epochs: int, sign: float) -> float:
     """The best signed validation score a resumed trainer had after ``epochs`` epochs."""
-    return _recorded_history(trainer, epochs, sign)[0]
+    return best_by_early_stopping(_recorded_scores(trainer, sign), epochs)[0]
 
 
 def recorded_stop(trainer, epochs: int, sign: float) -> bool:
     """Whether early stopping had ended a resumed trainer's run after ``epochs`` epochs."""
-    return _recorded_history(trainer, epochs, sign)[1] > trainer.stopping_step
+    return best_by_early_stopping(_recorded_scores(trainer, sign), epochs)[2] > trainer.stopping_step
 
 
 def stopped_early(trainer) -> bool:

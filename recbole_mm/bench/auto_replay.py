@@ -30,7 +30,6 @@ import argparse
 import glob
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -38,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from recbole_mm.bench.transfer import MODE_TITLES, parse_run_key, recall_standard_error
 from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES
 from recbole_mm.fileio import write_csv_atomic, write_text_atomic
-from recbole_mm.runner import check_auto_race_settings, guarded_race, probe_then_commit
+from recbole_mm.runner import best_by_early_stopping, check_auto_race_settings, guarded_race, probe_then_commit
 
 DEFAULT_STRATEGIES = "guarded:2.0,guarded:0.5,commit:4,commit:1"
 _QUIET = logging.getLogger("recbole_mm.bench.auto_replay.race")  # the race's own log lines are not wanted here
@@ -61,11 +60,8 @@ class CandidateRun:
 
     def best_until(self, epochs: int) -> Tuple[float, Optional[int]]:
         """Best (signed) score after ``epochs`` epochs and the epoch of the model kept then, by
-        RecBole's early-stopping rule: a score equal to the best replaces it, NaN never does."""
-        best, at = -math.inf, None
-        for epoch, score in enumerate(self.scores[:epochs]):
-            if score >= best:
-                best, at = score, epoch
+        RecBole's early-stopping rule (the runner's, as a resumed race replays its epochs)."""
+        best, at, _ = best_by_early_stopping(enumerate(self.scores), epochs)
         return best, at
 
     @property
