@@ -27,14 +27,12 @@ beside the replay's.
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from recbole_mm.bench.transfer import MODE_TITLES, parse_run_key, recall_standard_error
+from recbole_mm.bench.transfer import MODE_TITLES, load_runs, recall_standard_error
 from recbole_mm.config import ADAPTATION_MODES, AUTO_STRATEGIES
 from recbole_mm.fileio import write_csv_atomic, write_text_atomic
 from recbole_mm.runner import best_by_early_stopping, check_auto_race_settings, guarded_race, probe_then_commit
@@ -154,25 +152,6 @@ def parse_strategy(text: str, probe_epochs: int) -> Tuple[str, int, float]:
         if "auto_probe_epochs" in str(err):
             raise ValueError(f"--strategies / --probe_epochs: {text!r}: {err}") from None
     raise ValueError(f"--strategies: {text!r} is not guarded:<auto_budget> or commit:<auto_probe_epochs>")
-
-
-def load_runs(folder: str) -> Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]]:
-    """(model, seed) -> {mode: (result JSON, its path)} for the plain-mode runs (and plain ``auto``
-    runs) kept in a transfer table's folder; runs of modes with settings of their own are skipped.
-    An unreadable file stands as ``{"_unreadable": reason}``, so that its model and seed are skipped."""
-    groups: Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]] = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        parsed = parse_run_key(os.path.splitext(os.path.basename(path))[0])
-        if parsed is None:
-            continue
-        model, mode, seed = parsed
-        try:
-            with open(path, encoding="utf-8") as f:
-                result = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
-            result = {"_unreadable": f"{path}: not a readable JSON run result ({err})"}
-        groups.setdefault((model, seed), {})[mode] = (result, path)
-    return groups
 
 
 def _real_choice(results: Dict[str, Tuple[dict, str]], strategy: str, probes: int, budget: float,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import os
 import re
@@ -24,11 +23,9 @@ import statistics
 from typing import Dict, List, Optional, Tuple
 
 from recbole_mm.bench.pretrain_curve import loss_history
-from recbole_mm.bench.transfer import parse_run_key, recall_standard_error
+from recbole_mm.bench.transfer import MODE_TITLES, load_runs, recall_standard_error
+from recbole_mm.config import ADAPTATION_MODES
 from recbole_mm.fileio import write_csv_atomic, write_text_atomic
-
-MODES = ("ground_built", "fine_tune", "re_learning")
-MODE_TITLES = {"ground_built": "ground-built", "fine_tune": "fine-tune", "re_learning": "re-learning"}
 
 
 def variant_names(root: str, reference: str = "default") -> List[str]:
@@ -51,14 +48,12 @@ def loss_span(root: str, variant: str) -> Optional[Tuple[float, float, int]]:
 def cell_results(root: str, variant: str, model: str) -> Dict[str, List[dict]]:
     """mode -> the finished runs (one per seed) of ``model`` in ``cells_<variant>``."""
     cells: Dict[str, List[dict]] = {}
-    for path in sorted(glob.glob(os.path.join(root, f"cells_{variant}", "*.json"))):
-        parsed = parse_run_key(os.path.basename(path)[:-len(".json")])
-        if parsed is None or parsed[0] != model:
-            continue
-        with open(path, encoding="utf-8") as f:
-            result = json.load(f)
-        if "error" not in result and result.get("test_result"):
-            cells.setdefault(parsed[1], []).append(result)
+    for (run_model, _), runs in load_runs(os.path.join(root, f"cells_{variant}")).items():
+        for mode, (result, _) in runs.items():
+            if "_unreadable" in result:
+                raise ValueError(result["_unreadable"])
+            if run_model == model and "error" not in result and result.get("test_result"):
+                cells.setdefault(mode, []).append(result)
     return cells
 
 
@@ -81,7 +76,7 @@ def recipe_rows(root: str, model: str = "ANT", reference: str = "default") -> Li
         span = loss_span(root, variant)
         row = {"variant": variant, "loss_first": span[0] if span else None,
                "loss_last": span[1] if span else None, "pretrain_epochs": span[2] if span else None}
-        for mode in MODES:
+        for mode in ADAPTATION_MODES:
             cell, base = cells.get(mode), summaries.get(reference, {}).get(mode)
             for key in ("recall@10", "ndcg@10", "epochs", "seeds"):
                 row[f"{mode}_{key}"] = cell[key] if cell else None
@@ -103,12 +98,12 @@ def _cell_text(row: Dict, mode: str) -> str:
 
 def markdown(rows: List[Dict], reference: str = "default") -> str:
     """The table: variant, pre-training loss, and per mode Recall@10 / NDCG@10 (epochs), ± SE to the reference."""
-    lines = ["| variant | loss, first → last epoch | " + " | ".join(MODE_TITLES[m] for m in MODES) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in MODES) + " |"]
+    lines = ["| variant | loss, first → last epoch | " + " | ".join(MODE_TITLES[m] for m in ADAPTATION_MODES) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in ADAPTATION_MODES) + " |"]
     for row in rows:
         loss = (f"{row['loss_first']:.3f} → {row['loss_last']:.3f} ({row['pretrain_epochs']})"
                 if row["loss_first"] is not None else "–")
-        lines.append(f"| {row['variant']} | {loss} | " + " | ".join(_cell_text(row, m) for m in MODES) + " |")
+        lines.append(f"| {row['variant']} | {loss} | " + " | ".join(_cell_text(row, m) for m in ADAPTATION_MODES) + " |")
     lines += ["", f"Test Recall@10 / NDCG@10 (epochs), mean over seeds; \"SE\": the Recall@10 difference to the "
                   f"`{reference}` variant's same mode, in standard errors of that difference."]
     return "\n".join(lines)

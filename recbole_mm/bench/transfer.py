@@ -20,6 +20,8 @@ last state). Writes ``<out>/table.md``, ``table.csv``, ``table.png`` and ``confi
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import math
 import os
 import re
@@ -65,6 +67,25 @@ def parse_run_key(key: str) -> Optional[Tuple[str, str, Optional[int]]]:
     if not match:
         return None
     return match["model"], match["mode"], int(match["seed"]) if match["seed"] else None
+
+
+def load_runs(folder: str) -> Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]]:
+    """(model, seed) -> {mode: (result JSON, its path)} for the plain-mode runs (and plain ``auto``
+    runs) kept in a transfer table's folder; runs of modes with settings of their own are skipped.
+    An unreadable file stands as ``{"_unreadable": reason}``, so that its model and seed are skipped."""
+    groups: Dict[Tuple[str, Optional[int]], Dict[str, Tuple[dict, str]]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        parsed = parse_run_key(os.path.splitext(os.path.basename(path))[0])
+        if parsed is None:
+            continue
+        model, mode, seed = parsed
+        try:
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            result = {"_unreadable": f"{path}: not a readable JSON run result ({err})"}
+        groups.setdefault((model, seed), {})[mode] = (result, path)
+    return groups
 
 
 def transfer_table(models: List[str], target: str, sources: List[str], overrides: dict, out: str,
