@@ -30,27 +30,27 @@ pretrain() {  # <variant> <domains>
   DATA=$DATA bash scripts/experiments/pretrain_snapshot.sh ANT $2 $OUT/pretrain$1 10 ${VARIANT[$1]} \
       > $OUT/pretrain$1.log 2>&1 || { echo "pre-training $1 failed: $OUT/pretrain$1.log"; return 1; }
 }
+cells() {  # <out name> <sources> <pretrain variant> <modes> <seeds> [bench.transfer options]; log: $LOG or
+  # $OUT/cells<out name>.log
+  local NAME=$1 SOURCES=$2 FROM=$3 MODES=$4 CELL_SEEDS=$5; shift 5
+  python -m recbole_mm.bench.transfer --target=Scientific --sources=$SOURCES --models=ANT \
+      --checkpoints=ANT:$OUT/pretrain$FROM/snapshots/e10.pth --modes=$MODES --seeds=${CELL_SEEDS// /,} \
+      --data_path=$DATA --out=$OUT/cells$NAME --show_progress=False "$@" > ${LOG:-$OUT/cells$NAME.log} 2>&1
+}
+ALL_MODES=ground_built,fine_tune,re_learning
 for V in $VARIANTS; do
   if [ $V = _goal ]; then  # the goal, checked with 3 seeds: every mode from the default pre-training
     pretrain _default Games || continue
-    python -m recbole_mm.bench.transfer --target=Scientific --sources=Games --models=ANT \
-        --checkpoints=ANT:$OUT/pretrain_default/snapshots/e10.pth --modes=ground_built,fine_tune,re_learning \
-        --seeds=${GOAL_SEEDS// /,} --data_path=$DATA --out=$OUT/cells_default --show_progress=False \
-        > $OUT/cells_goal.log 2>&1
+    LOG=$OUT/cells_goal.log cells _default Games _default $ALL_MODES "$GOAL_SEEDS"
   elif [ $V = _titles ]; then
     pretrain _default Games || continue
     [ -f $TITLE_FEATURES/Scientific.text.npy ] || python -m recbole_mm.preprocess.benchmark --src $DATA/Scientific \
         --text_fields=title --out $TITLE_FEATURES > $OUT/titles_features.log 2>&1 || continue
-    python -m recbole_mm.bench.transfer --target=Scientific --sources=Games --models=ANT \
-        --checkpoints=ANT:$OUT/pretrain_default/snapshots/e10.pth --modes=ground_built,fine_tune,re_learning \
-        --seeds=${SEEDS// /,} --data_path=$DATA --feature_dir=$TITLE_FEATURES --out=$OUT/cells_titles \
-        --show_progress=False > $OUT/cells_titles.log 2>&1
+    cells _titles Games _default $ALL_MODES "$SEEDS" --feature_dir=$TITLE_FEATURES
   else
     DOMAINS=Games; [ $V = _mixed ] && DOMAINS=Games,Scientific
     pretrain $V $DOMAINS || continue
-    python -m recbole_mm.bench.transfer --target=Scientific --sources=$DOMAINS --models=ANT \
-        --checkpoints=ANT:$OUT/pretrain$V/snapshots/e10.pth --modes=fine_tune,re_learning --seeds=${SEEDS// /,} \
-        --data_path=$DATA --out=$OUT/cells$V --show_progress=False > $OUT/cells$V.log 2>&1
+    cells $V $DOMAINS $V fine_tune,re_learning "$SEEDS"
   fi
   echo "$(date) $V done"
 done
