@@ -38,6 +38,10 @@ cells() {  # <out name> <sources> <pretrain variant> <modes> <seeds> [bench.tran
       --data_path=$DATA --out=$OUT/cells$NAME --show_progress=False "$@" > ${LOG:-$OUT/cells$NAME.log} 2>&1
 }
 ALL_MODES=ground_built,fine_tune,re_learning
+for V in $VARIANTS; do  # all named before any runs: a typo is refused before hours of the others
+  [ -n "${VARIANT[$V]+set}" ] || [ $V = _goal ] || [ $V = _titles ] || {
+    echo "VARIANTS: unknown variant '$V'; expected some of: ${!VARIANT[*]} _titles _goal"; exit 2; }
+done
 for V in $VARIANTS; do
   if [ $V = _goal ]; then  # the goal, checked with 3 seeds: every mode from the default pre-training
     pretrain _default Games || continue
