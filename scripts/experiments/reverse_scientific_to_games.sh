@@ -6,13 +6,13 @@
 # Run it from a separate worktree, in the background:
 #   nohup setsid bash scripts/experiments/reverse_scientific_to_games.sh > ../reverse.log 2>&1 &
 # Settings: OUT (results root, default ../reverse_runs), FIRST (cells to run before the rest, as
-# "<model>:<mode>,<mode> ..."; default: the cells not measured yet when this script was written).
+# "<model>:<mode>,<mode> ..."; default: ANT's ground-built and fine-tune, whose run records the auto replay needs, then UniSRec's cells).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-../reverse_runs}
 DATA=../shared/datasets
-FIRST=${FIRST:-"ANT:re_learning UniSRec:ground_built,fine_tune,re_learning"}
+FIRST=${FIRST:-"ANT:ground_built,fine_tune UniSRec:ground_built,fine_tune,re_learning"}
 mkdir -p "$OUT"
 
 # 1. features (MiniLM, mean pooling) and the target sample
@@ -33,7 +33,11 @@ cells() {  # <models> <modes>
 }
 
 # 3. the target cells (those in FIRST first), then the table of all six and the auto replay
-for C in $FIRST; do cells ${C%%:*} ${C#*:} >> $OUT/cells.log 2>&1; echo "$(date) $C done"; done
+# (the auto replay after each: it replays the models whose three runs are in and names the others it skips)
+for C in $FIRST; do
+  cells ${C%%:*} ${C#*:} >> $OUT/cells.log 2>&1; echo "$(date) $C done"
+  python -m recbole_mm.bench.auto_replay $OUT/games_u10000 >> $OUT/cells.log 2>&1
+done
 cells ANT,UniSRec ground_built,fine_tune,re_learning >> $OUT/cells.log 2>&1
 python -m recbole_mm.bench.auto_replay $OUT/games_u10000 >> $OUT/cells.log 2>&1
 echo "$(date) all done"
