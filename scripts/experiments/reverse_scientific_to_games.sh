@@ -6,7 +6,8 @@
 # Run it from a separate worktree, in the background:
 #   nohup setsid bash scripts/experiments/reverse_scientific_to_games.sh > ../reverse.log 2>&1 &
 # Settings: OUT (results root, default ../reverse_runs), FIRST (cells to run before the rest, as
-# "<model>:<mode>,<mode> ..."; default: ANT's ground-built and fine-tune, whose run records the auto replay needs, then UniSRec's cells).
+# "<model>:<mode>,<mode> ..."; default: ANT's ground-built and fine-tune, whose run records the auto replay
+# needs, then UniSRec's cells).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -32,12 +33,10 @@ cells() {  # <models> <modes>
       --modes=$2 --seeds=2020 --data_path=dataset --out=$OUT/games_u10000 --show_progress=False
 }
 
-# 3. the target cells (those in FIRST first), then the table of all six and the auto replay
-# (the auto replay after each: it replays the models whose three runs are in and names the others it skips)
-for C in $FIRST; do
+# 3. the target cells (those in FIRST first, then the table of all six), the auto replay after each step:
+# it replays the models whose three runs are in and names the others it skips
+for C in $FIRST ANT,UniSRec:ground_built,fine_tune,re_learning; do
   cells ${C%%:*} ${C#*:} >> $OUT/cells.log 2>&1; echo "$(date) $C done"
   python -m recbole_mm.bench.auto_replay $OUT/games_u10000 >> $OUT/cells.log 2>&1
 done
-cells ANT,UniSRec ground_built,fine_tune,re_learning >> $OUT/cells.log 2>&1
-python -m recbole_mm.bench.auto_replay $OUT/games_u10000 >> $OUT/cells.log 2>&1
 echo "$(date) all done"
