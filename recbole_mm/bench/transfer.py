@@ -14,7 +14,8 @@ Cells are test Recall@10 and NDCG@10: with one seed, Recall@10's standard error 
 users in brackets; with several, mean ± standard deviation over the seeds. Every other
 ``--key=value`` is a config override for every run. Each run is a child process kept as
 ``<out>/<key>.json`` and skipped when the command runs again (an interrupted run resumes from its
-last state). Writes ``<out>/table.md``, ``table.csv``, ``table.png`` and ``config.yaml``.
+last state). Writes ``<out>/table.md`` (with a second table: each mode's difference to ground-built,
+paired by seed), ``table.csv``, ``table.png`` and ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -153,6 +154,48 @@ def summarise(rows: List[Dict]) -> Dict[tuple, Dict]:
     return summary
 
 
+def paired_differences(rows: List[Dict], baseline: str = "ground_built") -> Dict[tuple, Dict]:
+    """(model, mode) -> every metric's difference to ``baseline`` of the same model, paired by seed:
+    mean and standard error of the mean over the seeds both finished (``n``); the standard error is
+    ``None`` with one pair. Modes without a finished pair are left out."""
+    done = {(r["model"], r["mode"], r["seed"]): r for r in rows if not r["error"] and r["recall@10"] is not None}
+    pairs: Dict[tuple, List[Tuple[Dict, Dict]]] = {}
+    for (model, mode, seed), row in done.items():
+        base = done.get((model, baseline, seed))
+        if mode != baseline and base is not None:
+            pairs.setdefault((model, mode), []).append((row, base))
+    differences = {}
+    for key, group in pairs.items():
+        entry = {"n": len(group)}
+        for metric in METRICS:
+            values = [row[metric] - base[metric] for row, base in group]
+            entry[metric] = statistics.mean(values)
+            entry[metric + "_sem"] = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+        differences[key] = entry
+    return differences
+
+
+def _difference_lines(rows: List[Dict], models: List[str], modes: List[str]) -> List[str]:
+    """Markdown table of :func:`paired_differences` against ground-built (empty without a pair)."""
+    differences = paired_differences(rows)
+    others = [m for m in modes if any((model, m) in differences for model in models)]
+    if not others:
+        return []
+
+    def cell(d):
+        if d is None:
+            return "–"
+        return " / ".join(f"{d[m]:+.4f}" + (f" ± {d[m + '_sem']:.4f}" if d[m + "_sem"] is not None else "")
+                          for m in METRICS) + f" ({d['n']} seed{'s' if d['n'] > 1 else ''})"
+
+    lines = ["", "Difference to ground-built, paired by seed: Recall@10 / NDCG@10, mean ± standard error of "
+             "the mean over the seeds.", "",
+             "| model | " + " | ".join(_mode_title(m) for m in others) + " |", "| --- |" + " ---: |" * len(others)]
+    for model in models:
+        lines.append(f"| {model} | " + " | ".join(cell(differences.get((model, m))) for m in others) + " |")
+    return lines
+
+
 def _mode_title(entry: str) -> str:
     mode, own = parse_entry(entry)
     extra = ", ".join(f"{k}={v}" for k, v in own.items())
@@ -182,7 +225,7 @@ def write_table(rows: List[Dict], out: str, target: str, sources: List[str]) -> 
              "| --- |" + " ---: |" * len(modes)]
     for model in models:
         lines.append(f"| {model} | " + " | ".join(cell(summary.get((model, m))) for m in modes) + " |")
-    table = "\n".join(lines)
+    table = "\n".join(lines + _difference_lines(rows, models, modes))
     write_text_atomic(os.path.join(out, "table.md"), table + "\n")
     write_csv_atomic(os.path.join(out, "table.csv"), rows)
     _plot(summary, models, modes, os.path.join(out, "table.png"), target)

@@ -269,3 +269,28 @@ def test_auto_replay_reads_a_transfer_folder_and_reports_each_strategy(tmp_path,
     with pytest.raises(SystemExit):  # nothing to report: one line saying what was expected
         auto_replay.main([str(tmp_path / "other")])
     assert "no model and seed with a complete run of every candidate mode" in capsys.readouterr().err
+
+
+def test_transfer_table_pairs_each_mode_with_ground_built_by_seed(tmp_path):
+    from recbole_mm.bench import transfer
+
+    def row(mode, seed, recall, ndcg, error=""):
+        return {"model": "ANT", "mode": mode, "seed": seed, "recall@10": recall, "ndcg@10": ndcg,
+                "recall@10_se": None, "epochs": 10, "seconds": 1.0, "chosen_mode": None, "error": error}
+
+    rows = [row("ground_built", 1, 0.10, 0.05), row("ground_built", 2, 0.12, 0.06), row("ground_built", 3, 0.11, 0.05),
+            row("fine_tune", 1, 0.13, 0.07), row("fine_tune", 2, 0.13, 0.06),
+            row("fine_tune", 3, None, None, error="failed"),  # no pair
+            row("re_learning", 4, 0.20, 0.10)]  # its seed has no ground-built run
+    differences = transfer.paired_differences(rows)
+    assert set(differences) == {("ANT", "fine_tune")}
+    fine_tune = differences[("ANT", "fine_tune")]
+    assert fine_tune["n"] == 2 and fine_tune["recall@10"] == pytest.approx(0.02)  # (+0.03, +0.01)
+    assert fine_tune["recall@10_sem"] == pytest.approx(0.01)  # std 0.01414 / sqrt 2
+    assert fine_tune["ndcg@10"] == pytest.approx(0.01) and fine_tune["ndcg@10_sem"] == pytest.approx(0.01)
+    table = transfer.write_table(rows, str(tmp_path), "T", ["S"])
+    assert "| ANT | +0.0200 ± 0.0100 / +0.0100 ± 0.0100 (2 seeds) |" in table
+    assert "paired by seed" in (tmp_path / "table.md").read_text()
+    # one seed: no spread, and no difference table without any pair
+    assert transfer.paired_differences(rows[:1] + rows[3:4])[("ANT", "fine_tune")]["recall@10_sem"] is None
+    assert "paired by seed" not in transfer.write_table(rows[:3], str(tmp_path), "T", ["S"])

@@ -265,6 +265,7 @@ def test_transfer_table_command_writes_table_and_resumes(domains_path, tmp_path,
     assert rows[0]["recall@10"] != rows[1]["recall@10"] or rows[0]["ndcg@10"] != rows[1]["ndcg@10"]  # seeds differ
     table = (out2 / "table.md").read_text()
     assert "fine-tune (fine_tune_freeze_encoder=False)" in table and "2 seeds" in table and "±" in table
+    assert "Difference to ground-built, paired by seed" in table
 
 
 def test_command_line_pretrain_then_re_learning(domains_path, tmp_path, monkeypatch, capsys):
